@@ -1,0 +1,205 @@
+//! `nbci check`: the notebooks a commit added or modified, run in parallel.
+//!
+//! They run in a clean export of the commit (never the working tree, so the
+//! verdict is the commit's), one kernel each, at most `--jobs` at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use nbci_shared::changes;
+use nbci_shared::engine::{LocalEngine, Python, RunRequest};
+use nbci_shared::notebook::Notebook;
+use nbci_shared::outcome::{FailedCell, Outcome, Runtime, Status};
+use nbci_shared::params;
+use nbci_shared::report;
+use tokio::sync::Semaphore;
+
+use crate::Failure;
+use crate::run::Limits;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The git repository.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub repo: PathBuf,
+    /// The commit to check.
+    #[arg(long, default_value = "HEAD", value_name = "REV")]
+    pub commit: String,
+    /// Compare against this commit [default: the commit's first parent].
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Notebooks run at once [default: the number of cores].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// Write JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown summary here.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Where executed notebooks and results go, as {DIR}/{notebook-path}/output.ipynb
+    /// and result.json [default: .git/nbci/check/{commit}].
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// A parameter for every notebook (NAME=VALUE, typed as papermill types it).
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
+    let repo = args.repo.clone();
+    if !repo.is_dir() {
+        return Err(Failure::usage(format!("--repo {} is not a directory", repo.display())));
+    }
+    let commit = changes::resolve_commit(&repo, &args.commit).map_err(Failure::usage)?;
+    let base = match &args.base {
+        Some(base) => Some(changes::resolve_commit(&repo, base).map_err(Failure::usage)?),
+        None => changes::first_parent(&repo, &commit).map_err(Failure::usage)?,
+    };
+    let parameters = params::collect(&[] as &[PathBuf], &args.parameters).map_err(Failure::usage)?;
+    let notebooks =
+        changes::changed_notebooks(&repo, base.as_deref(), &commit).map_err(Failure::infra)?;
+    let short = &commit[..commit.len().min(12)];
+    let range = match &base {
+        Some(base) => format!("{}..{short}", &base[..base.len().min(12)]),
+        None => format!("{short} (root commit)"),
+    };
+    let out_dir = match &args.out_dir {
+        Some(dir) => dir.clone(),
+        None => changes::git_dir(&repo)
+            .map_err(Failure::infra)?
+            .join("nbci")
+            .join("check")
+            .join(&commit),
+    };
+
+    if notebooks.is_empty() {
+        println!("nbci check {range}: no notebooks added or modified");
+        write_reports(&args, &[])?;
+        return Ok(0);
+    }
+    let jobs = args.jobs.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+    });
+    eprintln!(
+        "nbci check {range}: {} notebook(s), {jobs} at a time; outputs in {}",
+        notebooks.len(),
+        out_dir.display()
+    );
+
+    let engine = LocalEngine::new(Python::discover()?);
+    let checkout = tempfile::Builder::new()
+        .prefix("nbci-check-")
+        .tempdir()
+        .map_err(|error| Failure::infra(format!("cannot create a temporary directory: {error}")))?;
+    changes::export_commit(&repo, &commit, checkout.path()).map_err(Failure::infra)?;
+
+    let semaphore = Arc::new(Semaphore::new(jobs));
+    let progress = crate::progress::terminal(true);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (order, notebook) in notebooks.iter().enumerate() {
+        let request = RunRequest {
+            name: notebook.clone(),
+            input: checkout.path().join(notebook),
+            output: out_dir.join(notebook).join("output.ipynb"),
+            result: out_dir.join(notebook).join("result.json"),
+            parameters: parameters.clone(),
+            kernel: args.limits.kernel.clone(),
+            cell_timeout: args.limits.cell_timeout,
+            timeout: args.limits.timeout,
+            image: "local".into(),
+            output_uri: None,
+        };
+        let engine = engine.clone();
+        let semaphore = semaphore.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            (order, run_one(&engine, request, &progress).await)
+        });
+    }
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(notebooks.len());
+    while let Some(joined) = tasks.join_next().await {
+        let (order, outcome) =
+            joined.map_err(|error| Failure::infra(format!("a notebook task failed: {error}")))?;
+        let outcome = outcome?;
+        eprintln!("{}", crate::progress::verdict(&outcome));
+        outcomes.push((order, outcome));
+    }
+    outcomes.sort_by_key(|(order, _)| *order);
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
+
+    println!("{}", report::table(&outcomes));
+    write_reports(&args, &outcomes)?;
+    Ok(u8::try_from(report::overall_status(&outcomes).exit_code()).unwrap_or(4))
+}
+
+/// Runs one notebook of the commit; a file in the commit that is not a valid
+/// notebook is that notebook's failure (the commit is wrong, not the command).
+async fn run_one(
+    engine: &LocalEngine,
+    request: RunRequest,
+    progress: &nbci_shared::engine::ProgressSink,
+) -> Result<Outcome, Failure> {
+    let committed = match Notebook::read(&request.input) {
+        Ok(notebook) => notebook,
+        Err(error) => return invalid_notebook(&request, &error.to_string()),
+    };
+    let mut request = request;
+    if request.timeout.is_none() {
+        match committed.environment() {
+            Ok(environment) => request.timeout = environment.timeout,
+            Err(reason) => return invalid_notebook(&request, &reason),
+        }
+    }
+    Ok(engine.run(&request, &committed, progress).await?)
+}
+
+fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failure> {
+    let outcome = Outcome {
+        notebook: request.name.clone(),
+        status: Status::Failed,
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        duration_s: 0.0,
+        output: nbci_shared::engine::file_uri(&request.input),
+        failed_cell: Some(FailedCell {
+            index: None,
+            execution_count: None,
+            ename: "InvalidNotebook".into(),
+            evalue: reason.into(),
+            traceback: Vec::new(),
+        }),
+        parameters: request.parameters.clone(),
+        runtime: Runtime {
+            image: request.image.clone(),
+            kernel: String::new(),
+            versions: Default::default(),
+        },
+        total_cells: 0,
+        message: Some(reason.into()),
+    };
+    if let Some(parent) = request.result.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Failure::infra(e.to_string()))?;
+    }
+    outcome
+        .write(&request.result)
+        .map_err(|error| Failure::infra(format!("cannot write {}: {error}", request.result.display())))?;
+    Ok(outcome)
+}
+
+fn write_reports(args: &CheckArgs, outcomes: &[Outcome]) -> Result<(), Failure> {
+    let write = |path: &Path, text: String| {
+        nbci_shared::outcome::write_atomically(path, text.as_bytes())
+            .map_err(|error| Failure::infra(format!("cannot write {}: {error}", path.display())))
+    };
+    if let Some(path) = &args.junit {
+        write(path, report::junit_xml("nbci", outcomes))?;
+    }
+    if let Some(path) = &args.summary {
+        write(path, report::markdown("nbci check", outcomes))?;
+    }
+    Ok(())
+}
