@@ -9,11 +9,13 @@
 //!   with progress, timeouts and the `raises-exception`/`skip-execution` tags.
 //! - [`changes`]: which notebooks a commit added or modified, read from git.
 //! - [`report`]: JUnit XML and Markdown summaries of a set of outcomes.
+//! - [`github`]: the GitHub App side: signatures, tokens, REST calls, check runs.
 //! - [`server`]: serving an axum router with graceful shutdown, for every function.
 //! - [`telemetry`]: logging set-up: JSON for Cloud Logging, readable text locally.
 
 pub mod changes;
 pub mod engine;
+pub mod github;
 pub mod notebook;
 pub mod outcome;
 pub mod params;
