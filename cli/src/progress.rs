@@ -17,7 +17,8 @@ pub fn terminal(prefix_names: bool) -> ProgressSink {
         };
         let line = match event {
             Progress::Started { kernel, code_cells } => {
-                format!("{prefix}▶ {name}: kernel {kernel}, {code_cells} code cells")
+                let title = if prefix_names { "started" } else { name };
+                format!("{prefix}▶ {title}: kernel {kernel}, {code_cells} code cells")
             }
             Progress::CellDone {
                 position,

@@ -96,7 +96,7 @@ pub struct Output {
 /// nbformat's "multiline string": a string or a list of strings to concatenate.
 fn multiline<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a string or a list of strings")]
+    #[serde(untagged, expecting = "expected a string or a list of strings")]
     enum Multiline {
         One(String),
         Many(Vec<String>),
