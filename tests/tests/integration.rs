@@ -1,0 +1,11 @@
+//! Workspace-level integration tests: the `nbci` binary on real notebooks with
+//! real papermill and ipykernel (the venv `make setup` creates).
+//!
+//! One test binary; each module is one area. `make test` builds the binaries
+//! first; a missing binary or interpreter fails with the command that fixes it.
+
+mod integration {
+    pub mod check;
+    pub mod common;
+    pub mod run;
+}
