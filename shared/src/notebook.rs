@@ -468,3 +468,264 @@ pub fn describe_io_error(error: &std::io::Error) -> String {
         _ => error.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: &Value) -> Result<Notebook, NotebookError> {
+        Notebook::parse(Path::new("t.ipynb"), value.to_string().as_bytes())
+    }
+
+    fn code(source: &str, tags: &[&str], outputs: Value) -> Value {
+        json!({"cell_type": "code", "source": source, "metadata": {"tags": tags},
+               "execution_count": 1, "outputs": outputs})
+    }
+
+    fn notebook(cells: Vec<Value>) -> Value {
+        json!({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells})
+    }
+
+    fn error_output(ename: &str, evalue: &str) -> Value {
+        json!([{"output_type": "error", "ename": ename, "evalue": evalue,
+                "traceback": ["\u{1b}[0;31mTraceback\u{1b}[0m", format!("\u{1b}[1;31m{ename}\u{1b}[0m: {evalue}")]}])
+    }
+
+    #[test]
+    fn every_minor_version_of_nbformat_4_parses() {
+        for minor in 0..=5 {
+            let mut value = notebook(vec![code("x = 1", &[], json!([]))]);
+            value["nbformat_minor"] = json!(minor);
+            let parsed = parse(&value).expect("valid notebook");
+            assert_eq!(parsed.nbformat_minor, minor);
+        }
+    }
+
+    #[test]
+    fn sources_given_as_lists_are_joined() {
+        let value = notebook(vec![json!({"cell_type": "markdown", "metadata": {},
+                                         "source": ["# Title\n", "text"]})]);
+        assert_eq!(parse(&value).expect("valid").cells[0].source, "# Title\ntext");
+    }
+
+    #[test]
+    fn garbage_gets_one_clear_line() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"".to_vec(), "empty"),
+            (b"not json".to_vec(), "not valid JSON"),
+            (b"[1, 2]".to_vec(), "JSON array"),
+            (b"\"text\"".to_vec(), "JSON string"),
+            (br#"{"nbformat": 3, "worksheets": []}"#.to_vec(), "nbformat 3"),
+            (br#"{"cells": []}"#.to_vec(), "`nbformat`"),
+            (br#"{"nbformat": "4", "cells": []}"#.to_vec(), "must be the number 4"),
+            (br#"{"nbformat": 4, "nbformat_minor": 4, "metadata": {}}"#.to_vec(), "`cells`"),
+            (
+                br#"{"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": "x"}"#.to_vec(),
+                "at `cells`",
+            ),
+            (
+                br#"{"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": [{"cell_type": "code", "source": 42}]}"#
+                    .to_vec(),
+                "cells[0].source",
+            ),
+            (
+                br#"{"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": [{"cell_type": "widget", "source": ""}]}"#
+                    .to_vec(),
+                "cells[0].cell_type",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let error = Notebook::parse(Path::new("t.ipynb"), &bytes)
+                .expect_err("must be rejected")
+                .to_string();
+            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+            assert!(error.starts_with("t.ipynb: "), "names the file: {error:?}");
+        }
+    }
+
+    #[test]
+    fn directories_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let error = Notebook::read(dir.path()).expect_err("a directory").to_string();
+        assert!(error.contains("directory"), "{error}");
+        let error = Notebook::read(&dir.path().join("none.ipynb"))
+            .expect_err("missing")
+            .to_string();
+        assert!(error.contains("no such file"), "{error}");
+    }
+
+    #[test]
+    fn the_first_error_is_found_with_ansi_stripped() {
+        let committed = parse(&notebook(vec![
+            json!({"cell_type": "markdown", "metadata": {}, "source": "# t"}),
+            code("x = 1", &[], json!([])),
+            code("raise ValueError('boom')", &[], json!([])),
+        ]))
+        .expect("valid");
+        let executed = parse(&notebook(vec![
+            json!({"cell_type": "markdown", "metadata": {}, "source": "# t"}),
+            code("x = 1", &[], json!([])),
+            code("raise ValueError('boom')", &[], error_output("ValueError", "boom")),
+        ]))
+        .expect("valid");
+        let error = executed.first_error(&committed).expect("an error");
+        assert_eq!(error.index, Some(2));
+        assert_eq!(error.ename, "ValueError");
+        assert_eq!(error.evalue, "boom");
+        assert_eq!(error.traceback, vec!["Traceback", "ValueError: boom"]);
+    }
+
+    #[test]
+    fn positions_skip_injected_parameters_and_error_markers() {
+        let committed = parse(&notebook(vec![
+            code("a = 1", &["parameters"], json!([])),
+            code("b = 2", &[], json!([])),
+            code("raise KeyError('k')", &[], json!([])),
+        ]))
+        .expect("valid");
+        let marker = json!({"cell_type": "markdown", "source": "error",
+                            "metadata": {"tags": [ERROR_MARKER_TAG]}});
+        let executed = parse(&notebook(vec![
+            marker.clone(),
+            code("a = 1", &["parameters"], json!([])),
+            code("a = 5", &["injected-parameters"], json!([])),
+            code("b = 2", &[], json!([])),
+            marker,
+            code("raise KeyError('k')", &[], error_output("KeyError", "'k'")),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            committed_positions(&committed.cells, &executed.cells),
+            vec![None, Some(0), None, Some(1), None, Some(2)]
+        );
+        assert_eq!(executed.first_error(&committed).expect("error").index, Some(2));
+    }
+
+    #[test]
+    fn a_committed_injected_cell_is_replaced_in_place() {
+        let committed = parse(&notebook(vec![
+            code("a = 1", &["parameters"], json!([])),
+            code("a = 3", &["injected-parameters"], json!([])),
+            code("fail()", &[], json!([])),
+        ]))
+        .expect("valid");
+        let executed = parse(&notebook(vec![
+            code("a = 1", &["parameters"], json!([])),
+            code("a = 9", &["injected-parameters"], json!([])),
+            code("fail()", &[], error_output("NameError", "fail")),
+        ]))
+        .expect("valid");
+        assert_eq!(executed.first_error(&committed).expect("error").index, Some(2));
+    }
+
+    #[test]
+    fn expected_errors_and_clean_exits_do_not_fail() {
+        let cells = vec![
+            code("raise RuntimeError()", &[RAISES_EXCEPTION_TAG], error_output("RuntimeError", "")),
+            code("raise SystemExit(0)", &[], error_output("SystemExit", "0")),
+        ];
+        let executed = parse(&notebook(cells)).expect("valid");
+        assert_eq!(executed.first_error(&executed.clone()), None);
+        let exit_1 = parse(&notebook(vec![code(
+            "raise SystemExit(1)",
+            &[],
+            error_output("SystemExit", "1"),
+        )]))
+        .expect("valid");
+        assert_eq!(
+            exit_1.first_error(&exit_1.clone()).expect("fails").ename,
+            "SystemExit"
+        );
+    }
+
+    #[test]
+    fn a_cell_marked_as_raising_without_output_fails() {
+        let mut cell = code("x", &[], json!([]));
+        cell["metadata"]["papermill"] = json!({"exception": true});
+        let executed = parse(&notebook(vec![cell])).expect("valid");
+        let error = executed.first_error(&executed.clone()).expect("fails");
+        assert_eq!(error.ename, "CellExecutionError");
+        assert_eq!(error.index, Some(0));
+    }
+
+    #[test]
+    fn environment_metadata_prefers_nbci_then_environment_uri() {
+        let metadata = |value: Value| value.as_object().expect("object").clone();
+        let spec = EnvironmentSpec::from_metadata(&metadata(json!({
+            "nbci": {"image": "gcr.io/p/img:1", "machine_type": "n1-standard-8",
+                     "accelerator_type": "NVIDIA_TESLA_T4", "accelerator_count": 1,
+                     "timeout": "2h"},
+            "environment": {"uri": "ignored"}
+        })))
+        .expect("valid");
+        assert_eq!(spec.image.as_deref(), Some("gcr.io/p/img:1"));
+        assert_eq!(spec.accelerator_count, Some(1));
+        assert_eq!(spec.timeout, Some(Duration::from_secs(7200)));
+        let spec = EnvironmentSpec::from_metadata(&metadata(json!({
+            "environment": {"uri": "gcr.io/deeplearning-platform-release/base-cpu"}
+        })))
+        .expect("valid");
+        assert_eq!(spec.image.as_deref(), Some("gcr.io/deeplearning-platform-release/base-cpu"));
+        assert_eq!(EnvironmentSpec::from_metadata(&Map::new()).expect("valid"), EnvironmentSpec::default());
+        for bad in [
+            json!({"nbci": "x"}),
+            json!({"nbci": {"accelerator_count": -1}}),
+            json!({"nbci": {"timeout": "soon"}}),
+            json!({"nbci": {"image": 3}}),
+        ] {
+            assert!(EnvironmentSpec::from_metadata(&metadata(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("nan").is_err());
+    }
+
+    #[test]
+    fn ansi_sequences_are_removed() {
+        assert_eq!(strip_ansi("\u{1b}[0;31mred\u{1b}[0m plain \u{1b}[1;32mgreen"), "red plain green");
+        assert_eq!(strip_ansi("no codes"), "no codes");
+    }
+
+    /// Truncations and byte flips of a real notebook never panic: they parse or
+    /// give an error naming the file.
+    #[test]
+    fn mangled_notebooks_never_panic() {
+        let original = notebook(vec![
+            code("print('héllo')", &["parameters"], error_output("ValueError", "x")),
+            json!({"cell_type": "markdown", "metadata": {}, "source": ["a\n", "b"]}),
+        ])
+        .to_string()
+        .into_bytes();
+        for cut in 0..original.len() {
+            let _ = Notebook::parse(Path::new("t.ipynb"), &original[..cut]);
+        }
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let mut bytes = original.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = usize::try_from(next() % bytes.len() as u64).expect("fits");
+                bytes[at] = b"{}[]\",:0a\x00\xff"[usize::try_from(next() % 12).expect("fits")];
+            }
+            if let Err(error) = Notebook::parse(Path::new("t.ipynb"), &bytes) {
+                assert!(error.to_string().starts_with("t.ipynb: "));
+            }
+        }
+    }
+}
