@@ -721,7 +721,8 @@ mod tests {
             let mut bytes = original.clone();
             for _ in 0..(next() % 4 + 1) {
                 let at = usize::try_from(next() % bytes.len() as u64).expect("fits");
-                bytes[at] = b"{}[]\",:0a\x00\xff"[usize::try_from(next() % 12).expect("fits")];
+                const NOISE: &[u8] = b"{}[]\",:0a\x00\xff";
+                bytes[at] = NOISE[usize::try_from(next() % NOISE.len() as u64).expect("fits")];
             }
             if let Err(error) = Notebook::parse(Path::new("t.ipynb"), &bytes) {
                 assert!(error.to_string().starts_with("t.ipynb: "));
