@@ -52,14 +52,18 @@ pub struct CheckArgs {
 pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
     let repo = args.repo.clone();
     if !repo.is_dir() {
-        return Err(Failure::usage(format!("--repo {} is not a directory", repo.display())));
+        return Err(Failure::usage(format!(
+            "--repo {} is not a directory",
+            repo.display()
+        )));
     }
     let commit = changes::resolve_commit(&repo, &args.commit).map_err(Failure::usage)?;
     let base = match &args.base {
         Some(base) => Some(changes::resolve_commit(&repo, base).map_err(Failure::usage)?),
         None => changes::first_parent(&repo, &commit).map_err(Failure::usage)?,
     };
-    let parameters = params::collect(&[] as &[PathBuf], &args.parameters).map_err(Failure::usage)?;
+    let parameters =
+        params::collect(&[] as &[PathBuf], &args.parameters).map_err(Failure::usage)?;
     let notebooks =
         changes::changed_notebooks(&repo, base.as_deref(), &commit).map_err(Failure::infra)?;
     let short = &commit[..commit.len().min(12)];
@@ -81,9 +85,10 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         write_reports(&args, &[])?;
         return Ok(0);
     }
-    let jobs = args.jobs.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-    });
+    let jobs = args
+        .jobs
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     eprintln!(
         "nbci check {range}: {} notebook(s), {jobs} at a time; outputs in {}",
         notebooks.len(),
@@ -184,9 +189,12 @@ fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failu
     if let Some(parent) = request.result.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Failure::infra(e.to_string()))?;
     }
-    outcome
-        .write(&request.result)
-        .map_err(|error| Failure::infra(format!("cannot write {}: {error}", request.result.display())))?;
+    outcome.write(&request.result).map_err(|error| {
+        Failure::infra(format!(
+            "cannot write {}: {error}",
+            request.result.display()
+        ))
+    })?;
     Ok(outcome)
 }
 

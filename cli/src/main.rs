@@ -17,7 +17,11 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_INFRA: u8 = 4;
 
 #[derive(Debug, Parser)]
-#[command(name = "nbci", version, about = "CI/CD for Jupyter notebooks: run them like tests")]
+#[command(
+    name = "nbci",
+    version,
+    about = "CI/CD for Jupyter notebooks: run them like tests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

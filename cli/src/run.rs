@@ -57,9 +57,9 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
     let committed = Notebook::read(&args.notebook).map_err(Failure::usage)?;
     let parameters =
         params::collect(&args.parameter_files, &args.parameters).map_err(Failure::usage)?;
-    let environment = committed.environment().map_err(|reason| {
-        Failure::usage(format!("{}: {reason}", args.notebook.display()))
-    })?;
+    let environment = committed
+        .environment()
+        .map_err(|reason| Failure::usage(format!("{}: {reason}", args.notebook.display())))?;
     let output = args
         .output
         .clone()
@@ -77,7 +77,10 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
             )));
         }
         if path.is_dir() {
-            return Err(Failure::usage(format!("{what} {} is a directory", path.display())));
+            return Err(Failure::usage(format!(
+                "{what} {} is a directory",
+                path.display()
+            )));
         }
     }
     if nbci_shared::engine::absolute(&output) == nbci_shared::engine::absolute(&result) {

@@ -35,7 +35,10 @@ fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
             .trim()
             .trim_start_matches("fatal: ")
             .to_owned();
-        return Err(GitError::Refused(format!("git {}: {reason}", args.join(" "))));
+        return Err(GitError::Refused(format!(
+            "git {}: {reason}",
+            args.join(" ")
+        )));
     }
     Ok(output.stdout)
 }
@@ -43,9 +46,8 @@ fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
 /// The full commit id `rev` names in `repo`.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
     let spec = format!("{rev}^{{commit}}");
-    let out = git(repo, &["rev-parse", "--verify", "--quiet", &spec]).map_err(|_| {
-        GitError::Refused(format!("{rev:?} is not a commit in {}", repo.display()))
-    })?;
+    let out = git(repo, &["rev-parse", "--verify", "--quiet", &spec])
+        .map_err(|_| GitError::Refused(format!("{rev:?} is not a commit in {}", repo.display())))?;
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 

@@ -196,7 +196,10 @@ struct DriverCell {
 impl DriverCell {
     fn shape(&self) -> CellShape {
         CellShape {
-            is_error_marker: self.tags.iter().any(|t| t == crate::notebook::ERROR_MARKER_TAG),
+            is_error_marker: self
+                .tags
+                .iter()
+                .any(|t| t == crate::notebook::ERROR_MARKER_TAG),
             is_injected_parameters: self
                 .tags
                 .iter()
@@ -306,7 +309,11 @@ impl LocalEngine {
                     ),
                     "dead_kernel" => (
                         Status::Error,
-                        Some(running_cell("DeadKernelError", detail_text.clone(), *running)),
+                        Some(running_cell(
+                            "DeadKernelError",
+                            detail_text.clone(),
+                            *running,
+                        )),
                         Some(format!("the kernel died: {detail_text}")),
                     ),
                     _ => (Status::Error, None, Some(detail_text)),
@@ -413,11 +420,14 @@ impl LocalEngine {
             }
             let text = String::from_utf8_lossy(&buffer).into_owned();
             let cut = text.len().saturating_sub(STDERR_TAIL);
-            let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (cut..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
             text[cut..].to_owned()
         });
 
-        let committed_shapes: Vec<CellShape> = committed.cells.iter().map(CellShape::from).collect();
+        let committed_shapes: Vec<CellShape> =
+            committed.cells.iter().map(CellShape::from).collect();
         let code_cells = committed
             .cells
             .iter()

@@ -132,10 +132,11 @@ impl Notebook {
                 reason: "the file is empty".into(),
             });
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|error| NotebookError::NotJson {
-            path: path.clone(),
-            reason: error.to_string(),
-        })?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|error| NotebookError::NotJson {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
         let object = match &value {
             Value::Object(object) => object,
             other => {
@@ -162,7 +163,10 @@ impl Notebook {
             Some(other) => {
                 return Err(NotebookError::Invalid {
                     path,
-                    reason: format!("`nbformat` must be the number 4, found a {}", json_kind(other)),
+                    reason: format!(
+                        "`nbformat` must be the number 4, found a {}",
+                        json_kind(other)
+                    ),
                 });
             }
         }
@@ -374,9 +378,7 @@ impl EnvironmentSpec {
     pub fn from_metadata(metadata: &Map<String, Value>) -> Result<Self, String> {
         let mut spec = Self::default();
         if let Some(nbci) = metadata.get("nbci") {
-            let nbci = nbci
-                .as_object()
-                .ok_or("metadata.nbci must be an object")?;
+            let nbci = nbci.as_object().ok_or("metadata.nbci must be an object")?;
             let text = |key: &str| -> Result<Option<String>, String> {
                 match nbci.get(key) {
                     None | Some(Value::Null) => Ok(None),
@@ -506,7 +508,10 @@ mod tests {
     fn sources_given_as_lists_are_joined() {
         let value = notebook(vec![json!({"cell_type": "markdown", "metadata": {},
                                          "source": ["# Title\n", "text"]})]);
-        assert_eq!(parse(&value).expect("valid").cells[0].source, "# Title\ntext");
+        assert_eq!(
+            parse(&value).expect("valid").cells[0].source,
+            "# Title\ntext"
+        );
     }
 
     #[test]
@@ -539,7 +544,10 @@ mod tests {
             let error = Notebook::parse(Path::new("t.ipynb"), &bytes)
                 .expect_err("must be rejected")
                 .to_string();
-            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
             assert!(!error.contains('\n'), "one line: {error:?}");
             assert!(error.starts_with("t.ipynb: "), "names the file: {error:?}");
         }
@@ -548,7 +556,9 @@ mod tests {
     #[test]
     fn directories_and_missing_files_are_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let error = Notebook::read(dir.path()).expect_err("a directory").to_string();
+        let error = Notebook::read(dir.path())
+            .expect_err("a directory")
+            .to_string();
         assert!(error.contains("directory"), "{error}");
         let error = Notebook::read(&dir.path().join("none.ipynb"))
             .expect_err("missing")
@@ -567,7 +577,11 @@ mod tests {
         let executed = parse(&notebook(vec![
             json!({"cell_type": "markdown", "metadata": {}, "source": "# t"}),
             code("x = 1", &[], json!([])),
-            code("raise ValueError('boom')", &[], error_output("ValueError", "boom")),
+            code(
+                "raise ValueError('boom')",
+                &[],
+                error_output("ValueError", "boom"),
+            ),
         ]))
         .expect("valid");
         let error = executed.first_error(&committed).expect("an error");
@@ -600,7 +614,10 @@ mod tests {
             committed_positions(&committed.cells, &executed.cells),
             vec![None, Some(0), None, Some(1), None, Some(2)]
         );
-        assert_eq!(executed.first_error(&committed).expect("error").index, Some(2));
+        assert_eq!(
+            executed.first_error(&committed).expect("error").index,
+            Some(2)
+        );
     }
 
     #[test]
@@ -617,13 +634,20 @@ mod tests {
             code("fail()", &[], error_output("NameError", "fail")),
         ]))
         .expect("valid");
-        assert_eq!(executed.first_error(&committed).expect("error").index, Some(2));
+        assert_eq!(
+            executed.first_error(&committed).expect("error").index,
+            Some(2)
+        );
     }
 
     #[test]
     fn expected_errors_and_clean_exits_do_not_fail() {
         let cells = vec![
-            code("raise RuntimeError()", &[RAISES_EXCEPTION_TAG], error_output("RuntimeError", "")),
+            code(
+                "raise RuntimeError()",
+                &[RAISES_EXCEPTION_TAG],
+                error_output("RuntimeError", ""),
+            ),
             code("raise SystemExit(0)", &[], error_output("SystemExit", "0")),
         ];
         let executed = parse(&notebook(cells)).expect("valid");
@@ -667,8 +691,14 @@ mod tests {
             "environment": {"uri": "gcr.io/deeplearning-platform-release/base-cpu"}
         })))
         .expect("valid");
-        assert_eq!(spec.image.as_deref(), Some("gcr.io/deeplearning-platform-release/base-cpu"));
-        assert_eq!(EnvironmentSpec::from_metadata(&Map::new()).expect("valid"), EnvironmentSpec::default());
+        assert_eq!(
+            spec.image.as_deref(),
+            Some("gcr.io/deeplearning-platform-release/base-cpu")
+        );
+        assert_eq!(
+            EnvironmentSpec::from_metadata(&Map::new()).expect("valid"),
+            EnvironmentSpec::default()
+        );
         for bad in [
             json!({"nbci": "x"}),
             json!({"nbci": {"accelerator_count": -1}}),
@@ -693,7 +723,10 @@ mod tests {
 
     #[test]
     fn ansi_sequences_are_removed() {
-        assert_eq!(strip_ansi("\u{1b}[0;31mred\u{1b}[0m plain \u{1b}[1;32mgreen"), "red plain green");
+        assert_eq!(
+            strip_ansi("\u{1b}[0;31mred\u{1b}[0m plain \u{1b}[1;32mgreen"),
+            "red plain green"
+        );
         assert_eq!(strip_ansi("no codes"), "no codes");
     }
 
@@ -702,7 +735,11 @@ mod tests {
     #[test]
     fn mangled_notebooks_never_panic() {
         let original = notebook(vec![
-            code("print('héllo')", &["parameters"], error_output("ValueError", "x")),
+            code(
+                "print('héllo')",
+                &["parameters"],
+                error_output("ValueError", "x"),
+            ),
             json!({"cell_type": "markdown", "metadata": {}, "source": ["a\n", "b"]}),
         ])
         .to_string()

@@ -146,7 +146,9 @@ impl Outcome {
             (Status::TimedOut, None) => "Timed out".into(),
             (Status::Error, None) => format!(
                 "Infrastructure error: {}",
-                self.message.as_deref().unwrap_or("the run did not complete")
+                self.message
+                    .as_deref()
+                    .unwrap_or("the run did not complete")
             ),
         }
     }

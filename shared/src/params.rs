@@ -26,10 +26,12 @@ pub enum ParameterError {
 
 /// Parses one `NAME=VALUE` argument into the name and its papermill-typed value.
 pub fn parse_assignment(given: &str) -> Result<(String, Value), ParameterError> {
-    let (name, raw) = given.split_once('=').ok_or_else(|| ParameterError::BadAssignment {
-        given: given.into(),
-        reason: "expected NAME=VALUE".into(),
-    })?;
+    let (name, raw) = given
+        .split_once('=')
+        .ok_or_else(|| ParameterError::BadAssignment {
+            given: given.into(),
+            reason: "expected NAME=VALUE".into(),
+        })?;
     let name = name.trim();
     if !is_identifier(name) {
         return Err(ParameterError::BadAssignment {
@@ -62,15 +64,13 @@ pub fn type_like_papermill(raw: &str) -> Value {
             .unwrap_or(&digits)
             .bytes()
             .all(|b| b.is_ascii_digit());
-        if !is_int_syntax {
-            if let Some(float) = digits
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .and_then(serde_json::Number::from_f64)
-            {
-                return Value::Number(float);
-            }
+        let float = digits
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .and_then(serde_json::Number::from_f64);
+        if let (false, Some(float)) = (is_int_syntax, float) {
+            return Value::Number(float);
         }
     }
     Value::String(raw.to_owned())
@@ -107,8 +107,12 @@ pub fn read_file(path: &Path) -> Result<Parameters, ParameterError> {
         path: path.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| bad(format!("cannot read: {}", crate::notebook::describe_io_error(&error))))?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        bad(format!(
+            "cannot read: {}",
+            crate::notebook::describe_io_error(&error)
+        ))
+    })?;
     parse_yaml(&text).map_err(bad)
 }
 
@@ -134,7 +138,10 @@ pub fn parse_yaml(text: &str) -> Result<Parameters, String> {
 }
 
 /// Merges the sources in papermill's order: each file in turn, then every `-p`.
-pub fn collect(files: &[impl AsRef<Path>], assignments: &[String]) -> Result<Parameters, ParameterError> {
+pub fn collect(
+    files: &[impl AsRef<Path>],
+    assignments: &[String],
+) -> Result<Parameters, ParameterError> {
     let mut parameters = Parameters::new();
     for file in files {
         parameters.extend(read_file(file.as_ref())?);
@@ -198,7 +205,10 @@ mod tests {
         let file = dir.path().join("p.yaml");
         std::fs::write(&file, "rows: 10\nname: iris\nratio: 0.2\n").expect("write");
         let merged = collect(&[&file], &["rows=20".into()]).expect("valid");
-        assert_eq!(json!(merged), json!({"rows": 20, "name": "iris", "ratio": 0.2}));
+        assert_eq!(
+            json!(merged),
+            json!({"rows": 20, "name": "iris", "ratio": 0.2})
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
         .max()
         .unwrap_or(8)
         .max(8);
-    let mut text = format!("{:<width$}  {:<9}  {:>9}  DETAIL\n", "NOTEBOOK", "STATUS", "TIME");
+    let mut text = format!(
+        "{:<width$}  {:<9}  {:>9}  DETAIL\n",
+        "NOTEBOOK", "STATUS", "TIME"
+    );
     for outcome in outcomes {
         let detail = match outcome.status {
             Status::Succeeded => String::new(),
@@ -187,7 +190,11 @@ pub fn markdown(title: &str, outcomes: &[Outcome]) -> String {
             } else {
                 cell.traceback.join("\n")
             };
-            let fence = if traceback.contains("```") { "~~~~" } else { "```" };
+            let fence = if traceback.contains("```") {
+                "~~~~"
+            } else {
+                "```"
+            };
             let _ = writeln!(md, "{fence}\n{}\n{fence}", traceback.trim_end());
         } else if let Some(message) = &outcome.message {
             let _ = writeln!(md, "{}", markdown_escape(message));
@@ -263,7 +270,10 @@ mod tests {
     fn junit_counts_and_escapes() {
         let xml = junit_xml(
             "nbci",
-            &[outcome("ok.ipynb", Status::Succeeded), outcome("x&y.ipynb", Status::Failed)],
+            &[
+                outcome("ok.ipynb", Status::Succeeded),
+                outcome("x&y.ipynb", Status::Failed),
+            ],
         );
         assert!(xml.contains("tests=\"2\" failures=\"1\" errors=\"0\""));
         assert!(xml.contains("name=\"x&amp;y.ipynb\""));
@@ -275,7 +285,10 @@ mod tests {
     fn markdown_lists_every_notebook_and_each_traceback() {
         let md = markdown(
             "nbci check",
-            &[outcome("ok.ipynb", Status::Succeeded), outcome("bad.ipynb", Status::Failed)],
+            &[
+                outcome("ok.ipynb", Status::Succeeded),
+                outcome("bad.ipynb", Status::Failed),
+            ],
         );
         assert!(md.contains("2 notebooks: 1 passed, 1 failed"));
         assert!(md.contains("### bad.ipynb: Failed at cell 3 of 5: ValueError"));

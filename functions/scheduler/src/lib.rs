@@ -17,7 +17,11 @@ mod tests {
     #[tokio::test]
     async fn healthz_answers_ok() {
         let response = super::app()
-            .oneshot(Request::get("/healthz").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/healthz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         assert_eq!(response.status(), StatusCode::OK);

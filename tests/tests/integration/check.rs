@@ -15,7 +15,11 @@ fn git(repo: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
         .output()
         .expect("git runs");
-    assert!(output.status.success(), "git {args:?}: {}", describe(&output));
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        describe(&output)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
@@ -71,12 +75,24 @@ fn only_added_and_modified_notebooks_run_and_reports_are_written() {
     );
     assert_eq!(exit_code(&output), 1, "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("nb/fail.ipynb") && stdout.contains("nb/pass.ipynb"), "{stdout}");
-    assert!(!stdout.contains("unicode"), "deleted notebooks are skipped: {stdout}");
-    assert!(stdout.contains("2 notebooks: 1 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains("nb/fail.ipynb") && stdout.contains("nb/pass.ipynb"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("unicode"),
+        "deleted notebooks are skipped: {stdout}"
+    );
+    assert!(
+        stdout.contains("2 notebooks: 1 passed, 1 failed"),
+        "{stdout}"
+    );
 
     let xml = std::fs::read_to_string(&junit).expect("junit written");
-    assert!(xml.contains("tests=\"2\" failures=\"1\" errors=\"0\""), "{xml}");
+    assert!(
+        xml.contains("tests=\"2\" failures=\"1\" errors=\"0\""),
+        "{xml}"
+    );
     assert!(xml.contains("name=\"nb/fail.ipynb\""), "{xml}");
     let md = std::fs::read_to_string(&summary).expect("summary written");
     assert!(md.contains("Failed at cell 4 of 5: ValueError"), "{md}");

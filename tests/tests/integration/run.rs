@@ -42,7 +42,10 @@ fn a_failing_notebook_names_the_committed_cell() {
     let executed = read_json(&dir.path().join("fail_at_cell.out.ipynb"));
     assert!(!stream_text(&executed).contains("never"));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("Failed at cell 4 of 5: ValueError"), "{stdout}");
+    assert!(
+        stdout.contains("Failed at cell 4 of 5: ValueError"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -154,7 +157,11 @@ fn injected_parameters_are_typed_and_visible() {
         .as_array()
         .expect("cells")
         .iter()
-        .find(|c| c["metadata"]["tags"].to_string().contains("injected-parameters"))
+        .find(|c| {
+            c["metadata"]["tags"]
+                .to_string()
+                .contains("injected-parameters")
+        })
         .expect("an injected-parameters cell");
     assert!(injected["source"].to_string().contains("alpha = 0.5"));
     assert_eq!(result["parameters"]["count"], 3);
@@ -225,7 +232,10 @@ fn output_and_result_paths_can_be_chosen() {
     );
     assert_eq!(exit_code(&output), 0, "{}", describe(&output));
     assert!(dir.path().join("out/executed.ipynb").is_file());
-    assert_eq!(read_json(&dir.path().join("out/r.json"))["status"], "succeeded");
+    assert_eq!(
+        read_json(&dir.path().join("out/r.json"))["status"],
+        "succeeded"
+    );
 }
 
 #[test]
@@ -244,7 +254,10 @@ fn bad_inputs_exit_2_with_one_line_and_write_nothing() {
         (&["run", "pass.ipynb", "-p", "noequals"], "NAME=VALUE"),
         (&["run", "pass.ipynb", "-p", "1x=2"], "variable name"),
         (&["run", "pass.ipynb", "-f", "missing.yaml"], "missing.yaml"),
-        (&["run", "pass.ipynb", "--output", "pass.ipynb"], "overwrite"),
+        (
+            &["run", "pass.ipynb", "--output", "pass.ipynb"],
+            "overwrite",
+        ),
         (&["run", "pass.ipynb", "--timeout", "soon"], "duration"),
     ];
     let before = listing(dir.path());
@@ -304,7 +317,10 @@ fn a_python_without_papermill_is_named_with_the_fix() {
         .expect("nbci runs");
     assert_eq!(exit_code(&output), 4, "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("papermill") && stderr.contains("make setup"), "{stderr}");
+    assert!(
+        stderr.contains("papermill") && stderr.contains("make setup"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("pass.result.json").exists());
 }
 
