@@ -8,6 +8,7 @@
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -18,10 +19,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "notebooks")
 
 
-def timed(cmd, cwd, ok_codes=(0,)):
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd, cwd, ok_codes=(0,), cpu=None):
+    """Wall seconds of `cmd`; appends its CPU seconds (it and every process it
+    waited for: driver, kernel) to `cpu` when given."""
+    cpu_before = children_cpu()
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(children_cpu() - cpu_before)
     if done.returncode not in ok_codes:
         raise SystemExit(f"{cmd} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
     return elapsed
@@ -30,14 +41,15 @@ def timed(cmd, cwd, ok_codes=(0,)):
 def overhead(nbci, papermill, runs):
     work = tempfile.mkdtemp(prefix="nbci-bench-")
     shutil.copy(os.path.join(FIXTURES, "pass.ipynb"), work)
-    nbci_times, papermill_times = [], []
+    nbci_times, papermill_times, nbci_cpu, papermill_cpu = [], [], [], []
     # One warm-up each: first runs pay for cold file caches.
     timed([nbci, "run", "pass.ipynb"], work)
     timed([papermill, "--no-progress-bar", "pass.ipynb", "pm.out.ipynb"], work)
     for _ in range(runs):
-        nbci_times.append(timed([nbci, "run", "pass.ipynb"], work))
+        nbci_times.append(timed([nbci, "run", "pass.ipynb"], work, cpu=nbci_cpu))
         papermill_times.append(
-            timed([papermill, "--no-progress-bar", "pass.ipynb", "pm.out.ipynb"], work)
+            timed([papermill, "--no-progress-bar", "pass.ipynb", "pm.out.ipynb"], work,
+                  cpu=papermill_cpu)
         )
     shutil.rmtree(work, ignore_errors=True)
     n, p = statistics.median(nbci_times), statistics.median(papermill_times)
@@ -45,6 +57,8 @@ def overhead(nbci, papermill, runs):
     print(f"  papermill   median {p:.3f} s  (min {min(papermill_times):.3f}, max {max(papermill_times):.3f})")
     print(f"  nbci run    median {n:.3f} s  (min {min(nbci_times):.3f}, max {max(nbci_times):.3f})")
     print(f"  ratio nbci/papermill = {n / p:.3f}  (overhead {100 * (n / p - 1):+.1f}%; aim <= +10%)")
+    nc, pc = statistics.median(nbci_cpu), statistics.median(papermill_cpu)
+    print(f"  CPU seconds (all processes), median: papermill {pc:.3f}, nbci {nc:.3f}, ratio {nc / pc:.3f}")
 
 
 def git(repo, *args):
@@ -76,11 +90,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--nbci", required=True)
     parser.add_argument("--papermill", required=True)
-    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--notebooks", type=int, default=8)
     args = parser.parse_args()
     nbci = os.path.abspath(args.nbci)
+    args.papermill = os.path.abspath(args.papermill)
     print(f"nbci: {nbci}\ncores: {os.cpu_count()}\n")
     overhead(nbci, args.papermill, args.runs)
     print()
