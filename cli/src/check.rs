@@ -10,7 +10,7 @@ use clap::Args;
 use nbci_shared::changes;
 use nbci_shared::engine::{LocalEngine, Python, RunRequest};
 use nbci_shared::notebook::Notebook;
-use nbci_shared::outcome::{FailedCell, Outcome, Runtime, Status};
+use nbci_shared::outcome::Outcome;
 use nbci_shared::params;
 use nbci_shared::report;
 use tokio::sync::Semaphore;
@@ -164,28 +164,13 @@ async fn run_one(
 }
 
 fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failure> {
-    let outcome = Outcome {
-        notebook: request.name.clone(),
-        status: Status::Failed,
-        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        duration_s: 0.0,
-        output: nbci_shared::engine::file_uri(&request.input),
-        failed_cell: Some(FailedCell {
-            index: None,
-            execution_count: None,
-            ename: "InvalidNotebook".into(),
-            evalue: reason.into(),
-            traceback: Vec::new(),
-        }),
-        parameters: request.parameters.clone(),
-        runtime: Runtime {
-            image: request.image.clone(),
-            kernel: String::new(),
-            versions: Default::default(),
-        },
-        total_cells: 0,
-        message: Some(reason.into()),
-    };
+    let outcome = Outcome::invalid_notebook(
+        &request.name,
+        reason,
+        nbci_shared::engine::file_uri(&request.input),
+        request.parameters.clone(),
+        &request.image,
+    );
     if let Some(parent) = request.result.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Failure::infra(e.to_string()))?;
     }

@@ -575,3 +575,33 @@ pub fn file_uri(path: &Path) -> String {
     }
     uri
 }
+
+impl LocalEngine {
+    /// The executed notebook as a standalone HTML page (nbconvert's `html`
+    /// exporter), for the check run's details link.
+    pub async fn render_html(&self, notebook: &Path) -> Result<Vec<u8>, String> {
+        let output = Command::new(&self.python.interpreter)
+            .args([
+                "-m",
+                "nbconvert",
+                "--to",
+                "html",
+                "--stdout",
+                "--log-level",
+                "ERROR",
+            ])
+            .arg(absolute(notebook))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|error| format!("cannot run nbconvert: {error}"))?;
+        if !output.status.success() || output.stdout.is_empty() {
+            return Err(format!(
+                "nbconvert failed: {}",
+                last_line(&String::from_utf8_lossy(&output.stderr))
+            ));
+        }
+        Ok(output.stdout)
+    }
+}

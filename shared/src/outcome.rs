@@ -119,6 +119,40 @@ impl Outcome {
         Ok(serde_json::from_slice(&bytes)?)
     }
 
+    /// The outcome of a notebook that could not be run because the committed
+    /// file is not a valid notebook: a failure of that notebook (the commit is
+    /// wrong), with the parse error as its message.
+    pub fn invalid_notebook(
+        notebook: &str,
+        reason: &str,
+        output: String,
+        parameters: Map<String, Value>,
+        image: &str,
+    ) -> Self {
+        Self {
+            notebook: notebook.into(),
+            status: Status::Failed,
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            duration_s: 0.0,
+            output,
+            failed_cell: Some(FailedCell {
+                index: None,
+                execution_count: None,
+                ename: "InvalidNotebook".into(),
+                evalue: reason.into(),
+                traceback: Vec::new(),
+            }),
+            parameters,
+            runtime: Runtime {
+                image: image.into(),
+                kernel: String::new(),
+                versions: Map::new(),
+            },
+            total_cells: 0,
+            message: Some(reason.into()),
+        }
+    }
+
     /// "Failed at cell 5 of 12: AssertionError" and friends, for people.
     pub fn headline(&self) -> String {
         let cell = self
