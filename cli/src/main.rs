@@ -6,6 +6,7 @@
 mod check;
 mod progress;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Run(run::RunArgs),
     /// Execute the notebooks a commit added or modified, in parallel.
     Check(check::CheckArgs),
+    /// Serve GitHub App webhooks and run notebook checks on this machine.
+    Serve(serve::ServeArgs),
 }
 
 /// A failure that ends the command with a given exit code and one message line.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Check(args) => check::check(args).await,
+            Command::Serve(args) => serve::serve(args).await,
         }
     });
     match result {

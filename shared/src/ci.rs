@@ -40,6 +40,9 @@ pub struct CiConfig {
     pub max_notebooks: usize,
     /// What jobs record as their image (`local` for `nbci serve`).
     pub image: String,
+    /// Key that signs details links (`?token=`), so that a public URL shows a
+    /// private repository's executed notebooks only to those GitHub linked.
+    pub link_key: Option<Secret>,
 }
 
 impl Default for CiConfig {
@@ -48,8 +51,21 @@ impl Default for CiConfig {
             public_url: None,
             max_notebooks: 50,
             image: "local".into(),
+            link_key: None,
         }
     }
+}
+
+/// The token that opens the executed notebooks under `prefix`: the first 32 hex
+/// digits of HMAC-SHA256(`key`, "view:" + prefix).
+pub fn view_token(key: &Secret, prefix: &str) -> String {
+    let signature =
+        crate::github::sign(key.expose().as_bytes(), format!("view:{prefix}").as_bytes());
+    signature
+        .trim_start_matches("sha256=")
+        .chars()
+        .take(32)
+        .collect()
 }
 
 /// What a webhook delivery asks for.
@@ -249,10 +265,17 @@ impl Ci {
 
     /// The link a person follows from the check run: the executed notebook as HTML.
     pub fn details_url(&self, prefix: &str) -> Option<String> {
-        self.config
-            .public_url
-            .as_deref()
-            .map(|base| format!("{}/runs/{prefix}/output.html", base.trim_end_matches('/')))
+        let base = self.config.public_url.as_deref()?;
+        let mut url = format!(
+            "{}/runs/{}/output.html",
+            base.trim_end_matches('/'),
+            encode_path(prefix)
+        );
+        if let Some(key) = &self.config.link_key {
+            url.push_str("?token=");
+            url.push_str(&view_token(key, prefix));
+        }
+        Some(url)
     }
 
     /// Creates the check runs of `trigger` and submits their jobs.
@@ -513,6 +536,20 @@ impl Ci {
             }
         }
     }
+}
+
+/// Percent-encodes each segment of a slash-separated path for a URL.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(byte));
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
 }
 
 /// Whether an RFC 3339 time is more than a little before `epoch_seconds`

@@ -113,12 +113,13 @@ pub fn local_state(
             public_url: config.public_url,
             max_notebooks: config.max_notebooks,
             image: "local".into(),
+            link_key: Some(config.secret.clone()),
         },
     );
     tokio::spawn(ci.clone().complete_from_queue(finalized_rx));
     Ok((
         WebhookState {
-            secret: Arc::new(config.secret),
+            secret: Arc::new(config.secret.clone()),
             store: dyn_store,
             ci,
         },

@@ -16,6 +16,7 @@
 //! | 503 | the bucket is unreachable (GitHub's redelivery can retry) |
 
 pub mod config;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -47,6 +48,13 @@ pub struct WebhookState {
 /// The service: `POST /github` and `GET /healthz`.
 pub fn app(state: WebhookState) -> Router {
     nbci_shared::server::healthz_router().merge(routes(state))
+}
+
+/// The service with the local adapters: [`app`] plus `GET /runs/...`, the
+/// executed notebooks that the check runs' details links point to.
+pub fn local_app(state: WebhookState, store: Arc<nbci_shared::store::LocalDirStore>) -> Router {
+    let link_key = state.secret.clone();
+    app(state).merge(view::routes(store, link_key))
 }
 
 /// Just `POST /github`, for `nbci serve` to merge beside its other routes.

@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, "github-webhook listening");
     nbci_shared::server::run(
         listener,
-        github_webhook::app(state),
+        github_webhook::local_app(state, store),
         nbci_shared::server::shutdown_signal(),
     )
     .await?;

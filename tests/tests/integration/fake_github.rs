@@ -1,0 +1,364 @@
+//! A strict fake GitHub on wiremock.
+//!
+//! It checks what the real one checks, and what the REST API description
+//! requires: the App JWT on the token exchange (RS256 signature with the
+//! test public key, `iat` in the past, `exp` at most 10 minutes ahead, `iss`
+//! the App id), the installation token on every API call, and every check-run
+//! body against the description's rules (required fields, enums, 65535, 50,
+//! 20 and 40 limits). Any request it does not expect is answered 418 and
+//! listed by [`FakeGitHub::unexpected`], so a test can fail loudly on it.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use super::common::workspace;
+
+pub const APP_ID: &str = "424242";
+pub const INSTALLATION: u64 = 957387;
+pub const TOKEN: &str = "ghs_fakeInstallationToken0123456789";
+pub const OWNER: &str = "Codertocat";
+pub const REPO: &str = "Hello-World";
+
+pub fn private_key_pem() -> String {
+    std::fs::read_to_string(workspace().join("tests/fixtures/github/test-app-key.pkcs1.pem"))
+        .expect("test key")
+}
+
+fn public_key_pem() -> Vec<u8> {
+    std::fs::read(workspace().join("tests/fixtures/github/test-app-key.pub.pem")).expect("pub key")
+}
+
+/// One check-run call the fake accepted.
+#[derive(Debug, Clone)]
+pub struct CheckCall {
+    pub method: String,
+    pub id: u64,
+    pub body: Value,
+}
+
+#[derive(Debug, Default)]
+struct Journal {
+    checks: Vec<CheckCall>,
+    problems: Vec<String>,
+    token_exchanges: usize,
+}
+
+pub struct FakeGitHub {
+    pub server: MockServer,
+    journal: Arc<Mutex<Journal>>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Checks the App JWT as GitHub does.
+fn jwt_problem(authorization: Option<&str>) -> Option<String> {
+    let token = authorization.and_then(|h| h.strip_prefix("Bearer "))?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public_key_pem()).expect("public key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.set_issuer(&[APP_ID]);
+    validation.leeway = 0;
+    match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+        Err(error) => Some(format!("JWT rejected: {error}")),
+        Ok(data) => {
+            let iat = data.claims["iat"].as_u64().unwrap_or(u64::MAX);
+            let exp = data.claims["exp"].as_u64().unwrap_or(u64::MAX);
+            let now = now();
+            if iat > now {
+                Some(format!("iat {iat} is in the future (now {now})"))
+            } else if exp > now + 600 {
+                Some(format!(
+                    "exp {exp} is more than 10 minutes ahead (now {now})"
+                ))
+            } else if exp <= iat {
+                Some("exp is not after iat".into())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn installation_token_ok(request: &Request) -> bool {
+    let header = request
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    header == format!("Bearer {TOKEN}") || header == format!("token {TOKEN}")
+}
+
+struct TokenExchange(Arc<Mutex<Journal>>);
+
+impl Respond for TokenExchange {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let authorization = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let mut journal = self.0.lock().expect("journal");
+        journal.token_exchanges += 1;
+        let problem = match authorization {
+            None => Some("token exchange without Authorization".to_owned()),
+            Some(header) if !header.starts_with("Bearer ") => {
+                Some(format!("token exchange with a non-Bearer authorization"))
+            }
+            Some(_) => jwt_problem(authorization),
+        };
+        if let Some(problem) = problem {
+            journal.problems.push(problem.clone());
+            return ResponseTemplate::new(401).set_body_json(json!({
+                "message": problem, "documentation_url": "https://docs.github.com/rest"}));
+        }
+        let expires = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let expires: chrono_free::Rfc3339 = expires.into();
+        ResponseTemplate::new(201).set_body_json(json!({
+            "token": TOKEN,
+            "expires_at": expires.0,
+            "permissions": {"checks": "write", "contents": "read"},
+            "repository_selection": "all"
+        }))
+    }
+}
+
+/// Formats a time as RFC 3339 without pulling a date crate into the tests.
+mod chrono_free {
+    pub struct Rfc3339(pub String);
+    impl From<std::time::SystemTime> for Rfc3339 {
+        fn from(time: std::time::SystemTime) -> Self {
+            let secs = time
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let days = secs / 86_400;
+            let rem = secs % 86_400;
+            let (y, m, d) = civil_from_days(i64::try_from(days).expect("days"));
+            Rfc3339(format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+                rem / 3600,
+                (rem % 3600) / 60,
+                rem % 60
+            ))
+        }
+    }
+    /// Howard Hinnant's days-to-civil algorithm.
+    fn civil_from_days(z: i64) -> (i64, u32, u32) {
+        let z = z + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let y = yoe + era * 400;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).expect("day");
+        let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).expect("month");
+        (if m <= 2 { y + 1 } else { y }, m, d)
+    }
+}
+
+struct CheckRuns {
+    journal: Arc<Mutex<Journal>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Respond for CheckRuns {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut journal = self.journal.lock().expect("journal");
+        if !installation_token_ok(request) {
+            journal.problems.push(format!(
+                "{} {} without the installation token",
+                request.method,
+                request.url.path()
+            ));
+            return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
+        }
+        let body: Value = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(error) => {
+                journal
+                    .problems
+                    .push(format!("check-run body is not JSON: {error}"));
+                return ResponseTemplate::new(400)
+                    .set_body_json(json!({"message": "Problems parsing JSON"}));
+            }
+        };
+        let creating = request.method.as_str() == "POST";
+        let violations = nbci_shared::github::checks::rule_violations(&body, creating);
+        if !violations.is_empty() {
+            journal
+                .problems
+                .push(format!("check-run body breaks the rules: {violations:?}"));
+            return ResponseTemplate::new(422).set_body_json(json!({
+                "message": "Validation Failed", "errors": violations}));
+        }
+        let id = if creating {
+            self.next_id.fetch_add(1, Ordering::SeqCst)
+        } else {
+            request
+                .url
+                .path()
+                .rsplit('/')
+                .next()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or(0)
+        };
+        journal.checks.push(CheckCall {
+            method: request.method.to_string(),
+            id,
+            body: body.clone(),
+        });
+        let mut answer = body;
+        answer["id"] = json!(id);
+        ResponseTemplate::new(if creating { 201 } else { 200 }).set_body_json(answer)
+    }
+}
+
+struct Authorized<T: Respond>(T, Arc<Mutex<Journal>>);
+
+impl<T: Respond> Respond for Authorized<T> {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if !installation_token_ok(request) {
+            self.1.lock().expect("journal").problems.push(format!(
+                "{} {} without the installation token",
+                request.method,
+                request.url.path()
+            ));
+            return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
+        }
+        self.0.respond(request)
+    }
+}
+
+impl FakeGitHub {
+    /// A fake GitHub for one repository whose commit `head` changes `files`
+    /// (compare answers) and whose tarball at `head` holds `tree`.
+    pub async fn start(head: &str, changed: &[(&str, &str)], tree: &[(&str, Vec<u8>)]) -> Self {
+        let server = MockServer::start().await;
+        let journal = Arc::new(Mutex::new(Journal::default()));
+        Mock::given(method("POST"))
+            .and(path(format!(
+                "/app/installations/{INSTALLATION}/access_tokens"
+            )))
+            .respond_with(TokenExchange(journal.clone()))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        let files: Vec<Value> = changed
+            .iter()
+            .map(|(name, status)| {
+                json!({"filename": name, "status": status, "sha": "0".repeat(40),
+                                         "additions": 1, "deletions": 0, "changes": 1})
+            })
+            .collect();
+        Mock::given(method("GET"))
+            .and(path_regex(format!(
+                r"^/repos/{OWNER}/{REPO}/compare/[0-9a-zA-Z_./-]+\.\.\.{head}$"
+            )))
+            .respond_with(Authorized(
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "status": "ahead", "ahead_by": 1, "behind_by": 0, "total_commits": 1,
+                    "commits": [], "files": files})),
+                journal.clone(),
+            ))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{OWNER}/{REPO}/tarball/{head}")))
+            .respond_with(Authorized(
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "application/x-gzip")
+                    .set_body_bytes(tarball(&format!("{OWNER}-{REPO}-{}", &head[..7]), tree)),
+                journal.clone(),
+            ))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(path_regex(format!(
+            r"^/repos/{OWNER}/{REPO}/check-runs(/[0-9]+)?$"
+        )))
+        .respond_with(CheckRuns {
+            journal: journal.clone(),
+            next_id: Arc::new(AtomicU64::new(1000)),
+        })
+        .with_priority(1)
+        .mount(&server)
+        .await;
+        // Anything else is a call nbci should not have made.
+        Mock::given(wiremock::matchers::any())
+            .respond_with(
+                ResponseTemplate::new(418).set_body_json(json!({"message": "unexpected call"})),
+            )
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Self { server, journal }
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Check-run calls accepted so far, in order.
+    pub fn check_calls(&self) -> Vec<CheckCall> {
+        self.journal.lock().expect("journal").checks.clone()
+    }
+
+    /// Rule violations and authentication problems seen so far.
+    pub fn problems(&self) -> Vec<String> {
+        self.journal.lock().expect("journal").problems.clone()
+    }
+
+    pub fn token_exchanges(&self) -> usize {
+        self.journal.lock().expect("journal").token_exchanges
+    }
+
+    /// Requests no mock expected (answered 418).
+    pub async fn unexpected(&self) -> Vec<String> {
+        let known = [
+            "/app/installations/",
+            &format!("/repos/{OWNER}/{REPO}/compare/"),
+            &format!("/repos/{OWNER}/{REPO}/tarball/"),
+            &format!("/repos/{OWNER}/{REPO}/check-runs"),
+        ];
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !known.iter().any(|k| r.url.path().starts_with(k)))
+            .map(|r| format!("{} {}", r.method, r.url))
+            .collect()
+    }
+}
+
+/// A gzip tarball laid out as GitHub's: one top-level directory.
+pub fn tarball(top: &str, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, format!("{top}/{name}"), bytes.as_slice())
+            .expect("append");
+    }
+    let mut gz = builder.into_inner().expect("tar");
+    gz.flush().expect("flush");
+    gz.finish().expect("gzip")
+}
