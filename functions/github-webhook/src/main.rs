@@ -5,7 +5,7 @@
 async fn main() -> anyhow::Result<()> {
     nbci_shared::telemetry::init();
     let config = github_webhook::config::WebhookConfig::from_env()?;
-    let (state, _store) =
+    let (state, store) =
         github_webhook::config::local_state(config, std::sync::Arc::new(|_: &str, _: &_| {}))?;
     let addr = nbci_shared::server::bind_addr_from_env()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
