@@ -112,7 +112,7 @@ impl Respond for TokenExchange {
         let problem = match authorization {
             None => Some("token exchange without Authorization".to_owned()),
             Some(header) if !header.starts_with("Bearer ") => {
-                Some(format!("token exchange with a non-Bearer authorization"))
+                Some("token exchange with a non-Bearer authorization".to_owned())
             }
             Some(_) => jwt_problem(authorization),
         };
