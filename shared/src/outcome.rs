@@ -191,13 +191,21 @@ impl Outcome {
 /// Writes `bytes` to `path` through a temporary file in the same directory, so
 /// that readers see the old file or the whole new one, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with(path, bytes, true)
+}
+
+/// [`write_atomically`], with the flush to disk optional: readers never see a
+/// partial file either way; `sync` adds durability across a power cut.
+pub fn write_atomically_with(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut file, bytes)?;
-    file.as_file().sync_all()?;
+    if sync {
+        file.as_file().sync_all()?;
+    }
     file.persist(path).map_err(|error| error.error)?;
     Ok(())
 }

@@ -95,7 +95,9 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 
 /// A bucket as a directory: objects under `root/objects/`, their generations
 /// under `root/generations/`. One process owns it; a mutex makes each
-/// conditional write atomic.
+/// conditional write atomic. Writes are atomic renames without a flush to
+/// disk: a crash may lose the last writes (a marker lost means at most one
+/// more run of the same work), never leave half an object.
 #[derive(Debug)]
 pub struct LocalDirStore {
     root: PathBuf,
@@ -179,9 +181,13 @@ impl ObjectStore for LocalDirStore {
                 std::fs::create_dir_all(parent).map_err(unavailable)?;
             }
         }
-        crate::outcome::write_atomically(&path, &bytes).map_err(unavailable)?;
-        crate::outcome::write_atomically(&generation_path, generation.to_string().as_bytes())
-            .map_err(unavailable)?;
+        crate::outcome::write_atomically_with(&path, &bytes, false).map_err(unavailable)?;
+        crate::outcome::write_atomically_with(
+            &generation_path,
+            generation.to_string().as_bytes(),
+            false,
+        )
+        .map_err(unavailable)?;
         Ok(generation)
     }
 

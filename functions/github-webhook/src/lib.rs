@@ -171,3 +171,259 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     });
     answer(StatusCode::ACCEPTED, "accepted")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const SECRET: &str = "It's a Secret to Everybody";
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/github")
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(fixtures().join(name)).expect("fixture")
+    }
+
+    /// The service with local adapters and a GitHub that refuses connections:
+    /// background work fails fast, answers are what is tested.
+    fn service(data: &std::path::Path) -> Router {
+        let key = fixtures().join("test-app-key.pkcs1.pem");
+        let env: HashMap<&str, String> = HashMap::from([
+            ("GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("GITHUB_APP_ID", "1".to_owned()),
+            ("GITHUB_APP_PRIVATE_KEY", key.display().to_string()),
+            ("GITHUB_API_URL", "http://127.0.0.1:9".to_owned()),
+            ("NBCI_DATA_DIR", data.display().to_string()),
+        ]);
+        let config =
+            config::WebhookConfig::from_lookup(|name| env.get(name).cloned()).expect("config");
+        let (state, store) =
+            config::local_state(config, Arc::new(|_: &str, _: &_| {})).expect("state");
+        local_app(state, store)
+    }
+
+    async fn post(
+        app: &Router,
+        event: Option<&str>,
+        delivery: Option<&str>,
+        signature: Option<String>,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        let mut request = Request::post("/github").header("content-type", "application/json");
+        if let Some(event) = event {
+            request = request.header("x-github-event", event);
+        }
+        if let Some(delivery) = delivery {
+            request = request.header("x-github-delivery", delivery);
+        }
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::from(body)).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn signed(body: &[u8]) -> Option<String> {
+        Some(nbci_shared::github::sign(SECRET.as_bytes(), body))
+    }
+
+    #[tokio::test]
+    async fn bad_signatures_get_401_with_no_detail() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let body = fixture("check_suite.requested.json");
+        let good = nbci_shared::github::sign(SECRET.as_bytes(), &body);
+        let wrong = nbci_shared::github::sign(b"another secret", &body);
+        let cases = vec![
+            None,
+            Some(String::new()),
+            Some(wrong),
+            Some(good[..good.len() - 2].to_owned()),
+            Some(good.replacen("sha256=", "sha1=", 1)),
+            Some("sha1=0123456789abcdef0123456789abcdef01234567".to_owned()),
+            Some(good.replacen("sha256=", "", 1)),
+            Some(format!("{good}00")),
+            Some("sha256=zz".to_owned()),
+        ];
+        for signature in cases {
+            let (status, text) = post(
+                &app,
+                Some("check_suite"),
+                Some("d-1"),
+                signature.clone(),
+                body.clone(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{signature:?}");
+            assert!(text.is_empty(), "no detail for {signature:?}: {text}");
+        }
+        // A body changed after signing is refused too.
+        let mut tampered = body.clone();
+        tampered.push(b' ');
+        let (status, _) = post(&app, Some("check_suite"), Some("d-1"), Some(good), tampered).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_get_413() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let body = vec![b' '; MAX_BODY_BYTES + 1];
+        let (status, _) = post(&app, Some("push"), Some("d-1"), signed(&body), body).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn ping_ignored_and_skipped_events_are_answered_2xx() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let ping = fixture("ping.json");
+        let (status, text) = post(&app, Some("ping"), Some("p-1"), signed(&ping), ping).await;
+        assert_eq!((status, text.as_str()), (StatusCode::OK, "pong"));
+        for (event, file) in [
+            ("push", "push.tag.json"),
+            ("push", "push.branch-deleted.json"),
+            ("push", "push.no-installation.json"),
+            ("issues", "ping.json"),
+            ("check_suite", "check_suite.requested.json"),
+        ] {
+            let mut body = fixture(file);
+            if event == "check_suite" {
+                // An action nbci does not handle.
+                let mut value: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                value["action"] = "completed".into();
+                body = serde_json::to_vec(&value).expect("json");
+            }
+            let (status, text) = post(&app, Some(event), Some("i-1"), signed(&body), body).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{event} {file}: {text}");
+            assert!(text.starts_with("ignored"), "{event} {file}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_get_400_with_a_reason() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let body = fixture("check_suite.requested.json");
+        let (status, text) = post(&app, None, Some("d"), signed(&body), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("X-GitHub-Event"), "{text}");
+        let (status, text) =
+            post(&app, Some("check_suite"), None, signed(&body), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("X-GitHub-Delivery"), "{text}");
+        let (status, _) = post(
+            &app,
+            Some("check_suite"),
+            Some("../../etc"),
+            signed(&body),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let junk = b"{\"action\": \"requested\", \"check_suite\": 5".to_vec();
+        let (status, text) = post(&app, Some("check_suite"), Some("d"), signed(&junk), junk).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(!text.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_repeated_delivery_is_accepted_once() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let body = fixture("check_suite.requested.json");
+        let (first, _) = post(
+            &app,
+            Some("check_suite"),
+            Some("same"),
+            signed(&body),
+            body.clone(),
+        )
+        .await;
+        let (second, text) =
+            post(&app, Some("check_suite"), Some("same"), signed(&body), body).await;
+        assert_eq!(first, StatusCode::ACCEPTED);
+        assert_eq!(
+            (second, text.as_str()),
+            (StatusCode::OK, "duplicate delivery")
+        );
+    }
+
+    /// Thousands of validly signed but malformed bodies: never a 5xx, never a panic.
+    #[tokio::test]
+    async fn mangled_payloads_with_valid_signatures_never_fail_the_server() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let sources = [
+            ("check_suite", fixture("check_suite.requested.json")),
+            ("pull_request", fixture("pull_request.opened.json")),
+            ("push", fixture("push.branch.json")),
+            ("check_run", fixture("check_run.requested_action.json")),
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const NOISE: &[u8] = b"{}[]\",:0-9aZ\\\x00\xff ";
+        for round in 0..2000 {
+            let (event, original) = &sources[round % sources.len()];
+            let mut body = original.clone();
+            match next() % 3 {
+                0 => body.truncate(usize::try_from(next() % body.len() as u64).expect("fits")),
+                1 => {
+                    for _ in 0..(next() % 8 + 1) {
+                        let at = usize::try_from(next() % body.len() as u64).expect("fits");
+                        body[at] =
+                            NOISE[usize::try_from(next() % NOISE.len() as u64).expect("fits")];
+                    }
+                }
+                _ => {
+                    // Valid JSON with a field of the wrong type.
+                    let mut value: serde_json::Value =
+                        serde_json::from_slice(original).expect("json");
+                    let replacement = match next() % 4 {
+                        0 => serde_json::json!(null),
+                        1 => serde_json::json!(42),
+                        2 => serde_json::json!("x"),
+                        _ => serde_json::json!([]),
+                    };
+                    let keys: Vec<String> = value
+                        .as_object()
+                        .map(|o| o.keys().cloned().collect())
+                        .unwrap_or_default();
+                    let key = &keys[usize::try_from(next() % keys.len() as u64).expect("fits")];
+                    value[key] = replacement;
+                    body = serde_json::to_vec(&value).expect("json");
+                }
+            }
+            let delivery = format!("fuzz-{round}");
+            let (status, text) =
+                post(&app, Some(event), Some(&delivery), signed(&body), body).await;
+            assert!(!status.is_server_error(), "round {round}: {status} {text}");
+        }
+    }
+}
