@@ -315,20 +315,28 @@ impl Ci {
         self.stage_source(trigger, &token).await?;
         for notebook in notebooks {
             let prefix = run_prefix(&trigger.repo, &trigger.head_sha, &notebook);
-            if !trigger.rerun {
-                let claimed = crate::store::claim_once(
+            let claim_key = format!("{prefix}/claim");
+            if !trigger.rerun
+                && !crate::store::claim(
                     self.store.as_ref(),
-                    &format!("{prefix}/claim"),
+                    &claim_key,
                     trigger.delivery.as_bytes(),
                 )
-                .await?;
-                if !claimed {
-                    report.already_running.push(notebook);
-                    continue;
+                .await?
+            {
+                report.already_running.push(notebook);
+                continue;
+            }
+            match self.submit(trigger, &token, &notebook, &prefix).await {
+                Ok(id) => report.submitted.push((notebook, id)),
+                Err(error) => {
+                    // Give the notebook back so that a redelivery runs it.
+                    if !trigger.rerun {
+                        crate::store::release(self.store.as_ref(), &claim_key).await?;
+                    }
+                    return Err(error);
                 }
             }
-            let id = self.submit(trigger, &token, &notebook, &prefix).await?;
-            report.submitted.push((notebook, id));
         }
         if report.capped {
             self.note_cap(trigger, &token).await?;

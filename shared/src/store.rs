@@ -78,6 +78,42 @@ pub async fn claim_once(
     }
 }
 
+/// What a released claim holds: the work it guarded failed and may be tried again.
+const RELEASED: &[u8] = b"released";
+
+/// Claims `key` for work that must happen once, unless an earlier claim was
+/// [`release`]d (its work failed): true for the caller that should do the work.
+/// Two racing callers cannot both win: every write is conditional.
+pub async fn claim(store: &dyn ObjectStore, key: &str, note: &[u8]) -> Result<bool, StoreError> {
+    if claim_once(store, key, note).await? {
+        return Ok(true);
+    }
+    match store.get(key).await? {
+        Some(existing) if existing.bytes == RELEASED => match store
+            .put(
+                key,
+                note.to_vec(),
+                "text/plain",
+                Precondition::Generation(existing.generation),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::PreconditionFailed(_)) => Ok(false),
+            Err(other) => Err(other),
+        },
+        _ => Ok(false),
+    }
+}
+
+/// Gives a claim back after its work failed, so that a redelivery can claim it again.
+pub async fn release(store: &dyn ObjectStore, key: &str) -> Result<(), StoreError> {
+    store
+        .put(key, RELEASED.to_vec(), "text/plain", Precondition::None)
+        .await
+        .map(|_| ())
+}
+
 /// Checks that a key is a relative path without `..`, empty segments or NULs.
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
     let bad = key.is_empty()
@@ -306,6 +342,17 @@ mod tests {
                 .await
                 .expect("claim")
         );
+    }
+
+    #[tokio::test]
+    async fn released_claims_can_be_claimed_again_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDirStore::new(dir.path()).expect("store");
+        assert!(claim(&store, "k", b"a").await.expect("claim"));
+        assert!(!claim(&store, "k", b"b").await.expect("claim"));
+        release(&store, "k").await.expect("release");
+        assert!(claim(&store, "k", b"c").await.expect("claim"));
+        assert!(!claim(&store, "k", b"d").await.expect("claim"));
     }
 
     #[test]

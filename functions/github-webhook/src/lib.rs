@@ -129,12 +129,9 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
             }
         },
     };
-    match nbci_shared::store::claim_once(
-        state.store.as_ref(),
-        &format!("deliveries/{delivery}"),
-        event_name.as_bytes(),
-    )
-    .await
+    let delivery_key = format!("deliveries/{delivery}");
+    match nbci_shared::store::claim(state.store.as_ref(), &delivery_key, event_name.as_bytes())
+        .await
     {
         Ok(true) => {}
         Ok(false) => {
@@ -164,9 +161,14 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
         "webhook accepted"
     );
     let ci = state.ci.clone();
+    let store = state.store.clone();
     tokio::spawn(async move {
         if let Err(error) = ci.dispatch(&trigger).await {
-            tracing::error!(delivery = %trigger.delivery, repo = %trigger.repo, %error, "dispatching checks failed");
+            tracing::error!(delivery = %trigger.delivery, repo = %trigger.repo, %error, "dispatching checks failed; a redelivery will try again");
+            // Nothing is lost: GitHub's redelivery of this id is accepted again.
+            if let Err(error) = nbci_shared::store::release(store.as_ref(), &delivery_key).await {
+                tracing::error!(delivery = %trigger.delivery, %error, "cannot release the delivery");
+            }
         }
     });
     answer(StatusCode::ACCEPTED, "accepted")
@@ -197,12 +199,16 @@ mod tests {
     /// The service with local adapters and a GitHub that refuses connections:
     /// background work fails fast, answers are what is tested.
     fn service(data: &std::path::Path) -> Router {
+        service_with_github(data, "http://127.0.0.1:9")
+    }
+
+    fn service_with_github(data: &std::path::Path, api_url: &str) -> Router {
         let key = fixtures().join("test-app-key.pkcs1.pem");
         let env: HashMap<&str, String> = HashMap::from([
             ("GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
             ("GITHUB_APP_ID", "1".to_owned()),
             ("GITHUB_APP_PRIVATE_KEY", key.display().to_string()),
-            ("GITHUB_API_URL", "http://127.0.0.1:9".to_owned()),
+            ("GITHUB_API_URL", api_url.to_owned()),
             ("NBCI_DATA_DIR", data.display().to_string()),
         ]);
         let config =
@@ -350,8 +356,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeated_delivery_is_accepted_once() {
+        // A GitHub that takes its time: the first delivery is still being worked on.
+        let github = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(
+                wiremock::ResponseTemplate::new(500).set_delay(std::time::Duration::from_secs(30)),
+            )
+            .mount(&github)
+            .await;
         let data = tempfile::tempdir().expect("tempdir");
-        let app = service(data.path());
+        let app = service_with_github(data.path(), &github.uri());
         let body = fixture("check_suite.requested.json");
         let (first, _) = post(
             &app,
@@ -368,6 +382,41 @@ mod tests {
             (second, text.as_str()),
             (StatusCode::OK, "duplicate delivery")
         );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_whose_work_failed_is_accepted_again() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let body = fixture("check_suite.requested.json");
+        let (first, _) = post(
+            &app,
+            Some("check_suite"),
+            Some("retry-me"),
+            signed(&body),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(first, StatusCode::ACCEPTED);
+        // GitHub is unreachable: the dispatch fails and releases the delivery.
+        let marker = data.path().join("objects/deliveries/retry-me");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::read(&marker).unwrap_or_default() != b"released" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the delivery was never released"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (again, text) = post(
+            &app,
+            Some("check_suite"),
+            Some("retry-me"),
+            signed(&body),
+            body,
+        )
+        .await;
+        assert_eq!(again, StatusCode::ACCEPTED, "{text}");
     }
 
     /// Thousands of validly signed but malformed bodies: never a 5xx, never a panic.
