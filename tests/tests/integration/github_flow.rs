@@ -267,3 +267,52 @@ async fn a_check_suite_gets_one_completed_check_run_per_changed_notebook() {
     assert_eq!(last["conclusion"], "failure");
     assert!(github.problems().is_empty(), "{:?}", github.problems());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_reports_timeouts_and_infrastructure_errors_honestly() {
+    const PR_HEAD: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+    // The notebook asks for a 2 s limit in its own metadata.
+    let mut sleeps: Value = serde_json::from_slice(&notebook("sleeps.ipynb")).expect("json");
+    sleeps["metadata"]["nbci"] = serde_json::json!({"timeout": "2s"});
+    let sleeps = serde_json::to_vec_pretty(&sleeps).expect("json");
+    let github = FakeGitHub::start(
+        PR_HEAD,
+        &[("slow.ipynb", "added"), ("dies.ipynb", "renamed")],
+        &[
+            ("slow.ipynb", sleeps),
+            ("dies.ipynb", notebook("kernel_dies.ipynb")),
+        ],
+    )
+    .await;
+    let service = start_service(&github).await;
+    let payload = serde_json::to_vec(&fixture_payload("pull_request.opened.json")).expect("json");
+    let (status, text) = deliver(&service, "pull_request", "pr-1", &payload).await;
+    assert_eq!(status, 202, "{text}");
+    let completed = wait_for_completions(&github, 2).await;
+    assert!(github.problems().is_empty(), "{:?}", github.problems());
+    let names: HashMap<u64, String> = github
+        .check_calls()
+        .into_iter()
+        .filter(|c| c.method == "POST")
+        .map(|c| (c.id, c.body["name"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let by_name = |name: &str| {
+        completed
+            .iter()
+            .find(|c| {
+                names
+                    .get(&c["id"].as_u64().unwrap_or(0))
+                    .map(String::as_str)
+                    == Some(name)
+            })
+            .unwrap_or_else(|| panic!("{name} not completed: {completed:#?}"))
+            .clone()
+    };
+    let slow = by_name("nbci / slow.ipynb");
+    assert_eq!(slow["conclusion"], "timed_out");
+    assert_eq!(slow["output"]["title"], "Timed out at cell 2 of 3");
+    let dies = by_name("nbci / dies.ipynb");
+    assert_eq!(dies["conclusion"], "failure", "never a silent green");
+    let title = dies["output"]["title"].as_str().expect("title");
+    assert!(title.contains("Infrastructure error"), "{title}");
+}
