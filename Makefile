@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.nbci-requirements
 CARGO ?= cargo
 NBCI := target/debug/nbci
 
-.PHONY: all setup build demo test lint fmt bench clean help
+.PHONY: all setup build demo test lint fmt bench conformance clean help
 
 all: build
 
@@ -19,7 +19,8 @@ help:
 	@echo "make demo   set up, build, and run nbci check on a demo repository (a green and a red commit)"
 	@echo "make test   set up and run every test (unit, integration with real notebooks)"
 	@echo "make lint   cargo fmt --check and cargo clippy -D warnings"
-	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up"
+	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, webhook vs @octokit/webhooks"
+	@echo "make conformance  nbci run against papermill on 46 notebooks from the papermill, nbclient and nbmake test suites"
 
 ## setup: the Python environment for the local engine (papermill, ipykernel, nbclient, scikit-learn).
 setup: $(VENV_STAMP)
@@ -52,6 +53,11 @@ fmt:
 bench: setup
 	$(CARGO) build --release --bin nbci
 	bash tests/bench/run.sh target/release/nbci
+	$(CARGO) build --release --bin github-webhook
+	$(CARGO) bench -p nbci-tests --bench webhook
+
+conformance: setup build
+	$(VENV_PY) tests/conformance/compare.py --nbci $(NBCI)
 
 clean:
 	$(CARGO) clean

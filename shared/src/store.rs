@@ -161,6 +161,24 @@ impl LocalDirStore {
         self.root.join("generations").join(key)
     }
 
+    /// Creates the object only if absent, without the write lock: the content
+    /// goes to a temporary file that is then hard-linked into place, which the
+    /// file system refuses atomically when the name exists. A new object is at
+    /// generation 1, which is what a missing generation file reads as.
+    fn create_new(&self, key: &str, path: &Path, bytes: &[u8]) -> Result<i64, StoreError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(unavailable)?;
+        std::io::Write::write_all(&mut file, bytes).map_err(unavailable)?;
+        match std::fs::hard_link(file.path(), path) {
+            Ok(()) => Ok(1),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::PreconditionFailed(key.into()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
     fn read_generation(&self, key: &str) -> i64 {
         std::fs::read_to_string(self.generation_path(key))
             .ok()
@@ -199,6 +217,9 @@ impl ObjectStore for LocalDirStore {
         precondition: Precondition,
     ) -> Result<i64, StoreError> {
         let path = self.path_of(key)?;
+        if precondition == Precondition::DoesNotExist {
+            return self.create_new(key, &path, &bytes);
+        }
         let _guard = self.write_lock.lock().await;
         let exists = path.is_file();
         let current = exists.then(|| self.read_generation(key));

@@ -161,14 +161,20 @@ impl AppCredentials {
         }
         let key = EncodingKey::from_rsa_pem(private_key_pem)
             .map_err(|_| invalid_key("the PEM is not an RSA private key (PKCS#1 or PKCS#8)"))?;
-        let credentials = Self {
+        // Check the key the way signing will load it, without signing: the first
+        // signature seeds the crypto library's random generator, which costs
+        // tens of milliseconds that a cold start should not pay.
+        let der = pem_der(&text).ok_or_else(|| invalid_key("the PEM body is not base64"))?;
+        let parsed = if text.contains("BEGIN RSA PRIVATE KEY") {
+            aws_lc_rs::rsa::KeyPair::from_der(&der)
+        } else {
+            aws_lc_rs::rsa::KeyPair::from_pkcs8(&der)
+        };
+        parsed.map_err(|_| invalid_key("the RSA private key is incomplete or invalid"))?;
+        Ok(Self {
             app_id: app_id.to_owned(),
             key,
-        };
-        credentials
-            .app_jwt(SystemTime::now())
-            .map_err(|_| invalid_key("the RSA private key cannot sign (is it complete?)"))?;
-        Ok(credentials)
+        })
     }
 
     /// Reads `GITHUB_APP_ID` and `GITHUB_APP_PRIVATE_KEY` (PEM text, or a path
@@ -209,6 +215,19 @@ impl AppCredentials {
             .map(Secret)
             .map_err(|e| AuthError::Jwt(e.to_string()))
     }
+}
+
+/// The DER bytes of the first PEM block in `text`.
+fn pem_der(text: &str) -> Option<Vec<u8>> {
+    let body: String = text
+        .lines()
+        .skip_while(|line| !line.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END"))
+        .map(str::trim)
+        .collect();
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 /// The PEM text of `GITHUB_APP_PRIVATE_KEY`: the value itself when it is PEM
