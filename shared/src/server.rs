@@ -7,6 +7,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
@@ -59,4 +63,82 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received, finishing requests in flight");
+}
+
+tokio::task_local! {
+    /// The trace id of the request being served, for log lines.
+    static TRACE: String;
+}
+
+/// Middleware: runs the request with its trace id (from `X-Cloud-Trace-Context`
+/// or W3C `traceparent`) set, so that every log line it writes carries it.
+pub async fn with_trace(request: Request, next: Next) -> Response {
+    match trace_of(request.headers()) {
+        Some(trace) => TRACE.scope(trace, next.run(request)).await,
+        None => next.run(request).await,
+    }
+}
+
+/// The trace id of the current request, if it came with one.
+pub fn current_trace() -> Option<String> {
+    TRACE.try_with(Clone::clone).ok()
+}
+
+/// `future` with the current request's trace id, for work spawned past the answer.
+pub async fn keep_trace<F: Future>(trace: Option<String>, future: F) -> F::Output {
+    match trace {
+        Some(trace) => TRACE.scope(trace, future).await,
+        None => future.await,
+    }
+}
+
+/// The 32-hex-digit trace id of a request.
+pub fn trace_of(headers: &HeaderMap) -> Option<String> {
+    let is_trace = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(value) = headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+    {
+        let id = value.split('/').next().unwrap_or_default();
+        if is_trace(id) {
+            return Some(id.to_ascii_lowercase());
+        }
+    }
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok())?;
+    let id = parent.split('-').nth(1)?;
+    is_trace(id).then(|| id.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_come_from_either_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-cloud-trace-context",
+            "105445AA7843BC8BF206B12000100000/1;o=1"
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(
+            trace_of(&headers).as_deref(),
+            Some("105445aa7843bc8bf206b12000100000")
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(
+            trace_of(&headers).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", "garbage".parse().expect("header"));
+        assert_eq!(trace_of(&headers), None);
+    }
 }

@@ -1,7 +1,8 @@
 //! Logging set-up shared by every binary.
 //!
 //! On Cloud Run (`K_SERVICE` is set) each event is one JSON line whose `severity`
-//! field Cloud Logging understands; elsewhere logs are readable text on stderr.
+//! field Cloud Logging understands, with the request's trace (see
+//! [`crate::server::with_trace`]); elsewhere logs are readable text on stderr.
 //! `RUST_LOG` filters as usual (default `info`).
 
 use tracing_subscriber::EnvFilter;
@@ -52,6 +53,14 @@ where
             _ => "DEBUG",
         };
         line.insert("severity".into(), severity.into());
+        if let Some(trace) = crate::server::current_trace() {
+            // Cloud Logging groups a request's lines by this field.
+            let trace = match std::env::var("GOOGLE_CLOUD_PROJECT") {
+                Ok(project) if !project.is_empty() => format!("projects/{project}/traces/{trace}"),
+                _ => trace,
+            };
+            line.insert("logging.googleapis.com/trace".into(), trace.into());
+        }
         line.insert("target".into(), event.metadata().target().into());
         let text = serde_json::Value::Object(line).to_string();
         writeln!(writer, "{text}")

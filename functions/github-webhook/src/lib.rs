@@ -47,7 +47,9 @@ pub struct WebhookState {
 
 /// The service: `POST /github` and `GET /healthz`.
 pub fn app(state: WebhookState) -> Router {
-    nbci_shared::server::healthz_router().merge(routes(state))
+    nbci_shared::server::healthz_router()
+        .merge(routes(state))
+        .layer(axum::middleware::from_fn(nbci_shared::server::with_trace))
 }
 
 /// The service with the local adapters: [`app`] plus `GET /runs/...`, the
@@ -162,7 +164,8 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     );
     let ci = state.ci.clone();
     let store = state.store.clone();
-    tokio::spawn(async move {
+    let trace = nbci_shared::server::current_trace();
+    tokio::spawn(nbci_shared::server::keep_trace(trace, async move {
         if let Err(error) = ci.dispatch(&trigger).await {
             tracing::error!(delivery = %trigger.delivery, repo = %trigger.repo, %error, "dispatching checks failed; a redelivery will try again");
             // Nothing is lost: GitHub's redelivery of this id is accepted again.
@@ -170,7 +173,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
                 tracing::error!(delivery = %trigger.delivery, %error, "cannot release the delivery");
             }
         }
-    });
+    }));
     answer(StatusCode::ACCEPTED, "accepted")
 }
 
