@@ -420,7 +420,8 @@ impl Ci {
                 Precondition::None,
             )
             .await?;
-        self.executor.submit(job).await?;
+        // In progress before the job is submitted: a fast job's completion must
+        // never be overtaken by this update.
         self.github
             .update_check_run(
                 &trigger.repo,
@@ -429,6 +430,18 @@ impl Ci {
                 &checks::in_progress(details_url.as_deref()),
             )
             .await?;
+        if let Err(error) = self.executor.submit(job.clone()).await {
+            let outcome = crate::executor::infrastructure_failure(
+                &job,
+                &format!("the job could not be submitted: {error}"),
+                self.store.as_ref(),
+            );
+            let body = checks::completed(&outcome, "", notebook, details_url.as_deref());
+            self.github
+                .update_check_run(&trigger.repo, token, id, &body)
+                .await?;
+            return Err(error.into());
+        }
         Ok(id)
     }
 
@@ -570,4 +583,93 @@ fn started_before(started_at: &str, epoch_seconds: f64) -> bool {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     started + 60.0 < epoch_seconds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::github::events::parse_event;
+
+    fn trigger(event: &str, file: &str) -> Option<Trigger> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/github")
+            .join(file);
+        let body = std::fs::read(path).expect("fixture");
+        let event = parse_event(event, &body).expect("parses");
+        Trigger::from_event(&event, "delivery")
+    }
+
+    const HEAD: &str = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e";
+    const BEFORE: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
+
+    #[test]
+    fn each_event_names_its_commit_and_base() {
+        let suite = trigger("check_suite", "check_suite.requested.json").expect("runs");
+        assert_eq!(
+            (suite.head_sha.as_str(), suite.base.as_deref()),
+            (HEAD, Some(BEFORE))
+        );
+        assert!(!suite.rerun && suite.only.is_none());
+        assert_eq!(suite.repo.to_string(), "Codertocat/Hello-World");
+
+        let again = trigger("check_suite", "check_suite.rerequested.json").expect("runs");
+        assert!(again.rerun, "a re-requested suite runs its notebooks again");
+
+        let pr = trigger("pull_request", "pull_request.opened.json").expect("runs");
+        assert_eq!(pr.head_sha, "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
+        assert_eq!(pr.base.as_deref(), Some(HEAD));
+
+        let push = trigger("push", "push.branch.json").expect("runs");
+        assert_eq!(
+            (push.head_sha.as_str(), push.base.as_deref()),
+            (HEAD, Some(BEFORE))
+        );
+
+        let new_branch = trigger("push", "push.new-branch.json").expect("runs");
+        assert_eq!(
+            new_branch.base.as_deref(),
+            Some("master"),
+            "compared with the default branch"
+        );
+    }
+
+    #[test]
+    fn a_rerun_runs_only_its_notebook() {
+        for file in [
+            "check_run.rerequested.json",
+            "check_run.requested_action.json",
+        ] {
+            let rerun = trigger("check_run", file).expect("runs");
+            assert_eq!(
+                rerun.only.as_deref(),
+                Some("notebooks/broken.ipynb"),
+                "{file}"
+            );
+            assert!(rerun.rerun && rerun.base.is_none(), "{file}");
+        }
+    }
+
+    #[test]
+    fn prefixes_and_links_are_stable() {
+        let repo = RepoRef::parse("o/r").expect("repo");
+        assert_eq!(
+            run_prefix(&repo, "abc", "nb/x.ipynb"),
+            "ci/o/r/abc/nb/x.ipynb"
+        );
+        assert_eq!(source_key(&repo, "abc"), "src/o/r/abc.tar.gz");
+        assert_eq!(
+            encode_path("ci/o/r/a b/ü.ipynb"),
+            "ci/o/r/a%20b/%C3%BC.ipynb"
+        );
+        let key = Secret::new("k");
+        assert_eq!(view_token(&key, "ci/x").len(), 32);
+        assert_ne!(view_token(&key, "ci/x"), view_token(&key, "ci/y"));
+    }
+
+    #[test]
+    fn results_from_before_the_dispatch_are_stale() {
+        assert!(started_before("2020-01-01T00:00:00Z", 1_700_000_000.0));
+        assert!(!started_before("2030-01-01T00:00:00Z", 1_700_000_000.0));
+        assert!(!started_before("not a time", 1_700_000_000.0));
+    }
 }
