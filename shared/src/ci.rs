@@ -316,14 +316,7 @@ impl Ci {
         for notebook in notebooks {
             let prefix = run_prefix(&trigger.repo, &trigger.head_sha, &notebook);
             let claim_key = format!("{prefix}/claim");
-            if !trigger.rerun
-                && !crate::store::claim(
-                    self.store.as_ref(),
-                    &claim_key,
-                    trigger.delivery.as_bytes(),
-                )
-                .await?
-            {
+            if !trigger.rerun && !crate::store::claim(self.store.as_ref(), &claim_key).await? {
                 report.already_running.push(notebook);
                 continue;
             }
@@ -523,7 +516,7 @@ impl Ci {
             .update_check_run(&repo, &token, record.check_run_id, &body)
             .await?;
         // Marked only after GitHub took it: a retry after a failure sends it again.
-        crate::store::claim_once(self.store.as_ref(), &done_key, b"completed").await?;
+        crate::store::claim_once(self.store.as_ref(), &done_key).await?;
         tracing::info!(
             notebook = %record.job.notebook,
             status = %outcome.status,

@@ -63,13 +63,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Claims `key` once: true for the first caller, false for every later one.
-pub async fn claim_once(
-    store: &dyn ObjectStore,
-    key: &str,
-    note: &[u8],
-) -> Result<bool, StoreError> {
+/// The marker is an empty object: its existence is the claim (and a store can
+/// create an empty object in one atomic step).
+pub async fn claim_once(store: &dyn ObjectStore, key: &str) -> Result<bool, StoreError> {
     match store
-        .put(key, note.to_vec(), "text/plain", Precondition::DoesNotExist)
+        .put(key, Vec::new(), "text/plain", Precondition::DoesNotExist)
         .await
     {
         Ok(_) => Ok(true),
@@ -84,15 +82,15 @@ const RELEASED: &[u8] = b"released";
 /// Claims `key` for work that must happen once, unless an earlier claim was
 /// [`release`]d (its work failed): true for the caller that should do the work.
 /// Two racing callers cannot both win: every write is conditional.
-pub async fn claim(store: &dyn ObjectStore, key: &str, note: &[u8]) -> Result<bool, StoreError> {
-    if claim_once(store, key, note).await? {
+pub async fn claim(store: &dyn ObjectStore, key: &str) -> Result<bool, StoreError> {
+    if claim_once(store, key).await? {
         return Ok(true);
     }
     match store.get(key).await? {
         Some(existing) if existing.bytes == RELEASED => match store
             .put(
                 key,
-                note.to_vec(),
+                Vec::new(),
                 "text/plain",
                 Precondition::Generation(existing.generation),
             )
@@ -168,6 +166,21 @@ impl LocalDirStore {
     fn create_new(&self, key: &str, path: &Path, bytes: &[u8]) -> Result<i64, StoreError> {
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(unavailable)?;
+        if bytes.is_empty() {
+            // An empty object (a claim marker) is whole as soon as it exists:
+            // one exclusive create, the cheapest conditional write there is.
+            return match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(_) => Ok(1),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(StoreError::PreconditionFailed(key.into()))
+                }
+                Err(error) => Err(unavailable(error)),
+            };
+        }
         let mut file = tempfile::NamedTempFile::new_in(dir).map_err(unavailable)?;
         std::io::Write::write_all(&mut file, bytes).map_err(unavailable)?;
         match std::fs::hard_link(file.path(), path) {
@@ -353,27 +366,19 @@ mod tests {
     async fn claims_succeed_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalDirStore::new(dir.path()).expect("store");
-        assert!(
-            claim_once(&store, "deliveries/1", b"x")
-                .await
-                .expect("claim")
-        );
-        assert!(
-            !claim_once(&store, "deliveries/1", b"x")
-                .await
-                .expect("claim")
-        );
+        assert!(claim_once(&store, "deliveries/1").await.expect("claim"));
+        assert!(!claim_once(&store, "deliveries/1").await.expect("claim"));
     }
 
     #[tokio::test]
     async fn released_claims_can_be_claimed_again_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalDirStore::new(dir.path()).expect("store");
-        assert!(claim(&store, "k", b"a").await.expect("claim"));
-        assert!(!claim(&store, "k", b"b").await.expect("claim"));
+        assert!(claim(&store, "k").await.expect("claim"));
+        assert!(!claim(&store, "k").await.expect("claim"));
         release(&store, "k").await.expect("release");
-        assert!(claim(&store, "k", b"c").await.expect("claim"));
-        assert!(!claim(&store, "k", b"d").await.expect("claim"));
+        assert!(claim(&store, "k").await.expect("claim"));
+        assert!(!claim(&store, "k").await.expect("claim"));
     }
 
     #[test]

@@ -132,9 +132,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
         },
     };
     let delivery_key = format!("deliveries/{delivery}");
-    match nbci_shared::store::claim(state.store.as_ref(), &delivery_key, event_name.as_bytes())
-        .await
-    {
+    match nbci_shared::store::claim(state.store.as_ref(), &delivery_key).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(%delivery, "duplicate delivery ignored");
