@@ -39,16 +39,25 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             SocketAddr::from(([127, 0, 0, 1], port))
         }
     };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| Failure::infra(format!("cannot listen on {addr}: {error}")))?;
+    let addr = listener.local_addr().unwrap_or(addr);
     if config.public_url.is_none() {
-        tracing::warn!("NBCI_PUBLIC_URL is not set: check runs will have no details link");
+        // Links that work on this machine beat no links at all.
+        let host = if addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        let url = format!("http://{host}");
+        tracing::warn!(%url, "NBCI_PUBLIC_URL is not set: details links point at this machine only");
+        config.public_url = Some(url);
     }
     let (state, store) =
         github_webhook::config::local_state(config, crate::progress::terminal(true))
             .map_err(Failure::infra)?;
     let app = github_webhook::local_app(state, store);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|error| Failure::infra(format!("cannot listen on {addr}: {error}")))?;
     tracing::info!(%addr, "nbci serve listening: POST /github, GET /runs/..., GET /healthz");
     nbci_shared::server::run(listener, app, nbci_shared::server::shutdown_signal())
         .await

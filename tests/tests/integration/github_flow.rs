@@ -60,9 +60,9 @@ async fn start_service(github: &FakeGitHub) -> Service {
     }
 }
 
-async fn deliver(service: &Service, event: &str, delivery: &str, body: &[u8]) -> (u16, String) {
+async fn deliver(base_url: &str, event: &str, delivery: &str, body: &[u8]) -> (u16, String) {
     let response = reqwest::Client::new()
-        .post(format!("{}/github", service.url))
+        .post(format!("{base_url}/github"))
         .header("X-GitHub-Event", event)
         .header("X-GitHub-Delivery", delivery)
         .header(
@@ -147,7 +147,7 @@ async fn a_check_suite_gets_one_completed_check_run_per_changed_notebook() {
     let service = start_service(&github).await;
 
     let payload = serde_json::to_vec(&fixture_payload("check_suite.requested.json")).expect("json");
-    let (status, text) = deliver(&service, "check_suite", "d-1", &payload).await;
+    let (status, text) = deliver(&service.url, "check_suite", "d-1", &payload).await;
     assert_eq!(status, 202, "{text}");
 
     let completed = wait_for_completions(&github, 2).await;
@@ -236,10 +236,10 @@ async fn a_check_suite_gets_one_completed_check_run_per_changed_notebook() {
     );
 
     // The same delivery again, and the push of the same commit: nothing runs twice.
-    let (status, _) = deliver(&service, "check_suite", "d-1", &payload).await;
+    let (status, _) = deliver(&service.url, "check_suite", "d-1", &payload).await;
     assert_eq!(status, 200);
     let push = serde_json::to_vec(&fixture_payload("push.branch.json")).expect("json");
-    let (status, _) = deliver(&service, "push", "d-2", &push).await;
+    let (status, _) = deliver(&service.url, "push", "d-2", &push).await;
     assert_eq!(status, 202);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let created_after = github
@@ -260,7 +260,7 @@ async fn a_check_suite_gets_one_completed_check_run_per_changed_notebook() {
     // The Re-run button runs that one notebook again, as a new check run.
     let rerun =
         serde_json::to_vec(&fixture_payload("check_run.requested_action.json")).expect("json");
-    let (status, text) = deliver(&service, "check_run", "d-3", &rerun).await;
+    let (status, text) = deliver(&service.url, "check_run", "d-3", &rerun).await;
     assert_eq!(status, 202, "{text}");
     let completed = wait_for_completions(&github, 3).await;
     let last = completed.last().expect("third completion");
@@ -286,7 +286,7 @@ async fn a_pull_request_reports_timeouts_and_infrastructure_errors_honestly() {
     .await;
     let service = start_service(&github).await;
     let payload = serde_json::to_vec(&fixture_payload("pull_request.opened.json")).expect("json");
-    let (status, text) = deliver(&service, "pull_request", "pr-1", &payload).await;
+    let (status, text) = deliver(&service.url, "pull_request", "pr-1", &payload).await;
     assert_eq!(status, 202, "{text}");
     let completed = wait_for_completions(&github, 2).await;
     assert!(github.problems().is_empty(), "{:?}", github.problems());
@@ -315,4 +315,54 @@ async fn a_pull_request_reports_timeouts_and_infrastructure_errors_honestly() {
     assert_eq!(dies["conclusion"], "failure", "never a silent green");
     let title = dies["output"]["title"].as_str().expect("title");
     assert!(title.contains("Infrastructure error"), "{title}");
+}
+
+/// The `nbci serve` binary itself, configured only through its environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nbci_serve_runs_the_same_flow_from_its_environment() {
+    let github = FakeGitHub::start(
+        HEAD,
+        &[("nb/ok.ipynb", "added")],
+        &[("nb/ok.ipynb", notebook("unicode.ipynb"))],
+    )
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(super::common::nbci_binary())
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("GITHUB_WEBHOOK_SECRET", SECRET)
+        .env("GITHUB_APP_ID", APP_ID)
+        .env("GITHUB_APP_PRIVATE_KEY", private_key_pem())
+        .env("GITHUB_API_URL", github.uri())
+        .env("NBCI_DATA_DIR", data.path())
+        .env_remove("NBCI_PUBLIC_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nbci serve starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nbci serve never answered /healthz"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let payload = serde_json::to_vec(&fixture_payload("check_suite.requested.json")).expect("json");
+    let (status, text) = deliver(&url, "check_suite", "serve-1", &payload).await;
+    assert_eq!(status, 202, "{text}");
+    let completed = wait_for_completions(&github, 1).await;
+    assert_eq!(completed[0]["conclusion"], "success");
+    // Without NBCI_PUBLIC_URL the details link points at the server itself, and works.
+    let details = completed[0]["details_url"].as_str().expect("details_url");
+    assert!(details.starts_with(&url), "{details}");
+    let page = reqwest::get(details).await.expect("details page");
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(github.problems().is_empty(), "{:?}", github.problems());
+    let _ = child.kill().await;
 }
