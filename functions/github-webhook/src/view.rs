@@ -55,7 +55,10 @@ async fn view_run(
     };
     let expected = nbci_shared::ci::view_token(&state.link_key, prefix);
     let given = query.token.unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        expected.as_bytes(),
+    )) {
         return (StatusCode::FORBIDDEN, "this link needs its token").into_response();
     }
     match state.store.get(&key).await {
@@ -73,10 +76,6 @@ async fn view_run(
             (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable").into_response()
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 const RUNNING_PAGE: &str = "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5>\
