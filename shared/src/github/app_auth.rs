@@ -399,7 +399,7 @@ mod tests {
 
     use jsonwebtoken::{DecodingKey, Validation};
     use serde_json::{Value, json};
-    use wiremock::matchers::{any, header, header_exists, method, path};
+    use wiremock::matchers::{header, header_exists, method, path};
     use wiremock::{Match, Mock, MockBuilder, MockServer, Request, ResponseTemplate};
 
     use super::*;
@@ -489,15 +489,7 @@ mod tests {
 
     async fn fake_github() -> MockServer {
         let server = MockServer::start().await;
-        Mock::given(any())
-            .respond_with(
-                ResponseTemplate::new(418).set_body_json(json!({"message": "unexpected request"})),
-            )
-            .with_priority(u8::MAX)
-            .expect(0)
-            .named("fallback: unexpected request")
-            .mount(&server)
-            .await;
+        crate::github::client::tests::fail_on_unexpected(&server).await;
         server
     }
 

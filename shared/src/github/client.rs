@@ -758,7 +758,7 @@ fn retry_delay(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -798,7 +798,7 @@ mod tests {
 
     /// Any request no other mock expects fails the test loudly: 418 is not
     /// retried, and the `expect(0)` is checked when the server drops.
-    async fn fail_on_unexpected(server: &MockServer) {
+    pub(crate) async fn fail_on_unexpected(server: &MockServer) {
         Mock::given(any())
             .respond_with(
                 ResponseTemplate::new(418).set_body_json(json!({"message": "unexpected request"})),
