@@ -43,6 +43,9 @@ pub enum UnpackError {
         reason: &'static str,
     },
     /// Occurs when the archive is not one top-level directory (GitHub's layout).
+    /// Occurs when the files would take more than the limit on disk.
+    #[error("the archive unpacks to more than {max_bytes} bytes")]
+    TooLarge { max_bytes: u64 },
     #[error("unexpected archive layout: {0}")]
     Layout(String),
     /// Occurs when the archive cannot be read (not gzip, truncated) or a file
@@ -60,6 +63,19 @@ pub enum UnpackError {
 /// missing), without its top-level directory. Blocking: call it from
 /// `tokio::task::spawn_blocking`.
 pub fn unpack_tarball(gzip_tar: &[u8], dest: &Path) -> Result<UnpackSummary, UnpackError> {
+    unpack_tarball_within(gzip_tar, dest, MAX_UNPACKED_BYTES)
+}
+
+/// What a repository may unpack to: a few kilobytes of gzip can expand to
+/// terabytes, and a checkout must not fill the machine's disk.
+pub const MAX_UNPACKED_BYTES: u64 = 4 << 30;
+
+/// [`unpack_tarball`] with a limit on the bytes written.
+pub fn unpack_tarball_within(
+    gzip_tar: &[u8],
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<UnpackSummary, UnpackError> {
     let io = |entry: Option<&str>| {
         let entry = entry.map(str::to_owned);
         move |error: std::io::Error| UnpackError::Io {
@@ -74,6 +90,7 @@ pub fn unpack_tarball(gzip_tar: &[u8], dest: &Path) -> Result<UnpackSummary, Unp
     archive.set_unpack_xattrs(false);
 
     let mut summary = UnpackSummary::default();
+    let mut unpacked_bytes: u64 = 0;
     let mut top_level: Option<String> = None;
     let mut directories = DirectoryGuard {
         dest,
@@ -135,6 +152,12 @@ pub fn unpack_tarball(gzip_tar: &[u8], dest: &Path) -> Result<UnpackSummary, Unp
             std::fs::hard_link(&source_path, &target).map_err(io(Some(&name)))?;
             summary.links += 1;
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
+            // The header's size is exactly what unpacking writes.
+            unpacked_bytes =
+                unpacked_bytes.saturating_add(entry.header().size().unwrap_or(u64::MAX));
+            if unpacked_bytes > max_bytes {
+                return Err(UnpackError::TooLarge { max_bytes });
+            }
             directories
                 .ensure_parent(&relative)
                 .map_err(|e| e.or_entry(&name))?;
@@ -367,6 +390,23 @@ mod tests {
         }
         let encoder = builder.into_inner().expect("finish tar");
         encoder.finish().expect("finish gzip")
+    }
+
+    #[test]
+    fn archives_past_the_size_limit_are_refused() {
+        let data = vec![b'x'; 1000];
+        let archive = tarball(&[
+            (EntryType::Directory, &format!("{TOP}/"), "", b""),
+            (EntryType::Regular, &format!("{TOP}/a.bin"), "", &data),
+            (EntryType::Regular, &format!("{TOP}/b.bin"), "", &data),
+        ]);
+        let dest = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            unpack_tarball_within(&archive, dest.path(), 1500),
+            Err(UnpackError::TooLarge { max_bytes: 1500 })
+        ));
+        let dest = tempfile::tempdir().expect("tempdir");
+        assert!(unpack_tarball_within(&archive, dest.path(), 2000).is_ok());
     }
 
     fn set_name(header: &mut Header, path: &str) {
