@@ -269,7 +269,7 @@ impl Ci {
         let mut url = format!(
             "{}/runs/{}/output.html",
             base.trim_end_matches('/'),
-            encode_path(prefix)
+            crate::engine::encode_path(prefix)
         );
         if let Some(key) = &self.config.link_key {
             url.push_str("?token=");
@@ -552,20 +552,6 @@ impl Ci {
     }
 }
 
-/// Percent-encodes each segment of a slash-separated path for a URL.
-pub fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(byte));
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 /// Whether an RFC 3339 time is more than a little before `epoch_seconds`
 /// (a minute of slack for clocks of different machines).
 fn started_before(started_at: &str, epoch_seconds: f64) -> bool {
@@ -651,7 +637,7 @@ mod tests {
         );
         assert_eq!(source_key(&repo, "abc"), "src/o/r/abc.tar.gz");
         assert_eq!(
-            encode_path("ci/o/r/a b/ü.ipynb"),
+            crate::engine::encode_path("ci/o/r/a b/ü.ipynb"),
             "ci/o/r/a%20b/%C3%BC.ipynb"
         );
         let key = Secret::new("k");

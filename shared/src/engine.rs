@@ -563,17 +563,22 @@ pub fn absolute(path: &Path) -> PathBuf {
 
 /// A `file://` URI for a local path.
 pub fn file_uri(path: &Path) -> String {
-    let path = absolute(path);
-    let mut uri = String::from("file://");
-    for byte in path.to_string_lossy().bytes() {
+    format!("file://{}", encode_path(&absolute(path).to_string_lossy()))
+}
+
+/// Percent-encodes a slash-separated path for a URL: everything but unreserved
+/// characters and `/` (so spaces and non-ASCII names survive in links).
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
         match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                uri.push(char::from(byte));
+                out.push(char::from(byte));
             }
-            other => uri.push_str(&format!("%{other:02X}")),
+            other => out.push_str(&format!("%{other:02X}")),
         }
     }
-    uri
+    out
 }
 
 impl LocalEngine {
