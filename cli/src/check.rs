@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use nbci_shared::changes;
-use nbci_shared::engine::{LocalEngine, Python, RunRequest};
-use nbci_shared::notebook::Notebook;
-use nbci_shared::outcome::Outcome;
-use nbci_shared::params;
-use nbci_shared::report;
+use nbci_shared::adapters::local::engine::{PapermillEngine, Python, RunRequest};
+use nbci_shared::adapters::local::git as changes;
+use nbci_shared::adapters::local::reports as report;
+use nbci_shared::domain::notebook::Notebook;
+use nbci_shared::domain::outcome::Outcome;
+use nbci_shared::domain::params;
 use tokio::sync::Semaphore;
 
 use crate::Failure;
@@ -95,7 +95,7 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         out_dir.display()
     );
 
-    let engine = LocalEngine::new(Python::discover()?);
+    let engine = PapermillEngine::new(Python::discover(None)?);
     let checkout = tempfile::Builder::new()
         .prefix("nbci-check-")
         .tempdir()
@@ -145,9 +145,9 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
 /// Runs one notebook of the commit; a file in the commit that is not a valid
 /// notebook is that notebook's failure (the commit is wrong, not the command).
 async fn run_one(
-    engine: &LocalEngine,
+    engine: &PapermillEngine,
     request: RunRequest,
-    progress: &nbci_shared::engine::ProgressSink,
+    progress: &nbci_shared::adapters::local::engine::ProgressSink,
 ) -> Result<Outcome, Failure> {
     let committed = match Notebook::read(&request.input) {
         Ok(notebook) => notebook,
@@ -167,25 +167,28 @@ fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failu
     let outcome = Outcome::invalid_notebook(
         &request.name,
         reason,
-        nbci_shared::engine::file_uri(&request.input),
+        nbci_shared::util::uri::file_uri(&request.input),
         request.parameters.clone(),
         &request.image,
+        nbci_shared::util::time::now_rfc3339(),
     );
     if let Some(parent) = request.result.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Failure::infra(e.to_string()))?;
     }
-    outcome.write(&request.result).map_err(|error| {
-        Failure::infra(format!(
-            "cannot write {}: {error}",
-            request.result.display()
-        ))
-    })?;
+    nbci_shared::util::fs::write_atomically(&request.result, &outcome.to_json(), true).map_err(
+        |error| {
+            Failure::infra(format!(
+                "cannot write {}: {error}",
+                request.result.display()
+            ))
+        },
+    )?;
     Ok(outcome)
 }
 
 fn write_reports(args: &CheckArgs, outcomes: &[Outcome]) -> Result<(), Failure> {
     let write = |path: &Path, text: String| {
-        nbci_shared::outcome::write_atomically(path, text.as_bytes())
+        nbci_shared::util::fs::write_atomically(path, text.as_bytes(), true)
             .map_err(|error| Failure::infra(format!("cannot write {}: {error}", path.display())))
     };
     if let Some(path) = &args.junit {

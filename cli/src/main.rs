@@ -63,8 +63,8 @@ impl Failure {
     }
 }
 
-impl From<nbci_shared::engine::EngineError> for Failure {
-    fn from(error: nbci_shared::engine::EngineError) -> Self {
+impl From<nbci_shared::adapters::local::engine::EngineError> for Failure {
+    fn from(error: nbci_shared::adapters::local::engine::EngineError) -> Self {
         Self::infra(error)
     }
 }

@@ -3,8 +3,8 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use nbci_shared::engine::{Progress, ProgressSink};
-use nbci_shared::outcome::{Outcome, Status};
+use nbci_shared::adapters::local::engine::{Progress, ProgressSink};
+use nbci_shared::domain::outcome::{Outcome, Status};
 
 /// A sink printing to stderr; with `prefix_names` each line names its notebook
 /// (for parallel runs, whose lines interleave).
@@ -56,6 +56,6 @@ pub fn verdict(outcome: &Outcome) -> String {
     format!(
         "{mark} {}: {}",
         outcome.notebook,
-        nbci_shared::report::detail_of(outcome)
+        nbci_shared::adapters::local::reports::detail_of(outcome)
     )
 }

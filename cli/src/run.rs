@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use nbci_shared::engine::{LocalEngine, Python, RunRequest};
-use nbci_shared::notebook::{Notebook, parse_duration};
-use nbci_shared::params;
+use nbci_shared::adapters::local::engine::{PapermillEngine, Python, RunRequest};
+use nbci_shared::domain::notebook::{Notebook, parse_duration};
+use nbci_shared::domain::params;
 
 use crate::Failure;
 
@@ -68,9 +68,9 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
         .result
         .clone()
         .unwrap_or_else(|| beside(&args.notebook, ".result.json"));
-    let input_abs = nbci_shared::engine::absolute(&args.notebook);
+    let input_abs = nbci_shared::util::uri::absolute(&args.notebook);
     for (what, path) in [("--output", &output), ("--result", &result)] {
-        if nbci_shared::engine::absolute(path) == input_abs {
+        if nbci_shared::util::uri::absolute(path) == input_abs {
             return Err(Failure::usage(format!(
                 "{what} {} would overwrite the input notebook",
                 path.display()
@@ -83,11 +83,11 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
             )));
         }
     }
-    if nbci_shared::engine::absolute(&output) == nbci_shared::engine::absolute(&result) {
+    if nbci_shared::util::uri::absolute(&output) == nbci_shared::util::uri::absolute(&result) {
         return Err(Failure::usage("--output and --result name the same file"));
     }
 
-    let engine = LocalEngine::new(Python::discover()?);
+    let engine = PapermillEngine::new(Python::discover(None)?);
     let request = RunRequest {
         name: args.notebook.display().to_string(),
         input: args.notebook.clone(),

@@ -5,40 +5,41 @@
 //! every push or pull request gets one check run per changed notebook, run
 //! here. `GET /runs/...` serves the executed notebooks as HTML under
 //! `NBCI_PUBLIC_URL`, which is where the check runs' details links point.
+//! Everything it accepted is kept in the data directory: killed and started
+//! again, it finishes what it had started.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
-use github_webhook::config::WebhookConfig;
+use nbci_shared::config::{Config, Service};
+use nbci_shared::wiring::Services;
 
 use crate::Failure;
+
+/// How long a stopping server waits for check steps in flight.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:$PORT, PORT defaulting to 8080].
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: Option<SocketAddr>,
-    /// The local bucket: staged sources, executed notebooks, results [default: $NBCI_DATA_DIR or .nbci-data].
+    /// The local bucket: staged sources, check states, executed notebooks [default: $NBCI_DATA_DIR or .nbci-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     nbci_shared::telemetry::init();
-    let mut config = WebhookConfig::from_env().map_err(Failure::usage)?;
+    let mut config = Config::from_env(Service::Serve).map_err(Failure::usage)?;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
-    let addr = match args.addr {
-        Some(addr) => addr,
-        None => {
-            let port = nbci_shared::server::bind_addr_from_env()
-                .map_err(Failure::usage)?
-                .port();
-            SocketAddr::from(([127, 0, 0, 1], port))
-        }
-    };
+    let addr = args
+        .addr
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], config.port)));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|error| Failure::infra(format!("cannot listen on {addr}: {error}")))?;
@@ -54,13 +55,17 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         tracing::warn!(%url, "NBCI_PUBLIC_URL is not set: details links point at this machine only");
         config.public_url = Some(url);
     }
-    let (state, store) =
-        github_webhook::config::local_state(config, crate::progress::terminal(true))
-            .map_err(Failure::infra)?;
-    let app = github_webhook::local_app(state, store);
+    let services =
+        Services::build(config, crate::progress::terminal(true)).map_err(Failure::usage)?;
+    let Some(state) = github_webhook::WebhookState::from_services(&services) else {
+        return Err(Failure::usage("GITHUB_WEBHOOK_SECRET is not set"));
+    };
+    let app = github_webhook::local_app(state, services.local_store.clone());
     tracing::info!(%addr, "nbci serve listening: POST /github, GET /runs/..., GET /healthz");
-    nbci_shared::server::run(listener, app, nbci_shared::server::shutdown_signal())
+    services.recover().await;
+    nbci_shared::http::run(listener, app, nbci_shared::http::shutdown_signal())
         .await
         .map_err(|error| Failure::infra(format!("server error: {error}")))?;
+    services.shutdown(DRAIN_DEADLINE).await;
     Ok(0)
 }

@@ -23,6 +23,7 @@ cell_timeout, timeout, start_timeout (seconds or null).
 Events: start, warning, cell_start, cell_done, end.
 """
 
+import enum
 import json
 import os
 import shutil
@@ -222,6 +223,17 @@ def stop_kernel(km):
         pass
 
 
+class EndReason(str, enum.Enum):
+    """Why the driver stopped; the Rust side reads these names into its own
+    `EndReason` enum (engine.rs), so both sides list the same five."""
+
+    COMPLETED = "completed"
+    CELL_TIMEOUT = "cell_timeout"
+    NOTEBOOK_TIMEOUT = "notebook_timeout"
+    DEAD_KERNEL = "dead_kernel"
+    ENGINE_ERROR = "engine_error"
+
+
 def main():
     request = json.load(sys.stdin)
     started = time.monotonic()
@@ -233,7 +245,7 @@ def main():
     kernel_name = choose_kernel(raw, request.get("kernel"), language)
 
     private_dir = tempfile.mkdtemp(prefix="nbci-k-")
-    reason, detail, km = "completed", None, None
+    reason, detail, km = EndReason.COMPLETED, None, None
     try:
         km = start_kernel(kernel_name, request.get("cwd"), private_dir)
         import_papermill()
@@ -275,24 +287,24 @@ def main():
                 km=km,
             )
     except NotebookDeadline:
-        reason, detail = "notebook_timeout", f"the notebook ran longer than {timeout:g} s"
+        reason, detail = EndReason.NOTEBOOK_TIMEOUT, f"the notebook ran longer than {timeout:g} s"
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as error:
         if "CellTimeoutError" in globals() and isinstance(error, CellTimeoutError):
-            reason = "cell_timeout"
+            reason = EndReason.CELL_TIMEOUT
             detail = f"a cell ran longer than {request.get('cell_timeout'):g} s"
         elif "DeadKernelError" in globals() and isinstance(error, DeadKernelError):
-            reason, detail = "dead_kernel", str(error) or "the kernel died"
+            reason, detail = EndReason.DEAD_KERNEL, str(error) or "the kernel died"
         else:  # the kernel could not start, and the like
-            reason, detail = "engine_error", f"{type(error).__name__}: {error}"
+            reason, detail = EndReason.ENGINE_ERROR, f"{type(error).__name__}: {error}"
     finally:
         if km is not None:
             stop_kernel(km)
         shutil.rmtree(private_dir, ignore_errors=True)
     client = getattr(globals().get("NbciEngine"), "nbci_client", None)
     running = client.nbci_running if client is not None else None
-    emit("end", reason=reason, detail=detail, running=running)
+    emit("end", reason=reason.value, detail=detail, running=running)
 
 
 if __name__ == "__main__":

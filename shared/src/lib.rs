@@ -1,32 +1,27 @@
 //! The engine of notebook-cicd, shared by the `nbci` CLI and the Cloud Run functions.
 //!
 //! # Layout
-//! - [`notebook`]: the nbformat 4 document model: strict parsing with one-line
-//!   errors, cell lookup, first-error extraction and the cloud-environment metadata.
-//! - [`params`]: notebook parameters, typed the way papermill types `-p` values.
-//! - [`outcome`]: the `result.json` contract written at the end of every execution.
-//! - [`engine`]: the local executor: papermill in a Python virtual environment,
-//!   with progress, timeouts and the `raises-exception`/`skip-execution` tags.
-//! - [`executor`]: the NotebookExecutor port and the local executor (papermill here).
-//! - [`ci`]: the CI flow: trigger -> check runs -> jobs; result -> completed check.
-//! - [`changes`]: which notebooks a commit added or modified, read from git.
-//! - [`report`]: JUnit XML and Markdown summaries of a set of outcomes.
-//! - [`github`]: the GitHub App side: signatures, tokens, REST calls, check runs.
-//! - [`store`]: the ObjectStore port (conditional writes) and its directory adapter.
-//! - [`runner`]: one job: stage the source in, execute, stage results out (result last).
-//! - [`server`]: serving an axum router with graceful shutdown, for every function.
-//! - [`telemetry`]: logging set-up: JSON for Cloud Logging, readable text locally.
+//! The parts depend on each other in one direction only (checked by
+//! `../shared/hooks/check-layers.py`): domain <- ports <- flows; adapters
+//! implement ports; only `wiring` names adapters.
+//! - [`domain`]: what nbci reasons about (notebooks, outcomes, jobs, checks,
+//!   the bucket's layout), pure: no I/O, no other part of the crate.
+//! - [`ports`]: the traits flows reach the world through, and their errors.
+//! - [`flows`]: orchestration over ports: the CI flow, the bus's inbox.
+//! - [`adapters`]: the ports implemented: [`adapters::local`] (one machine)
+//!   and [`adapters::github`] (the GitHub App).
+//! - [`wiring`]: the one place that builds adapters from the configuration.
+//! - [`config`]: every environment variable, typed, read once.
+//! - [`http`]: serving, shutdown, trace context, one error type for handlers.
+//! - [`telemetry`]: logging set-up: JSON for Cloud Logging, text locally.
+//! - [`util`]: neutral helpers (atomic writes, archives, URIs, time, retry).
 
-pub mod changes;
-pub mod ci;
-pub mod engine;
-pub mod executor;
-pub mod github;
-pub mod notebook;
-pub mod outcome;
-pub mod params;
-pub mod report;
-pub mod runner;
-pub mod server;
-pub mod store;
+pub mod adapters;
+pub mod config;
+pub mod domain;
+pub mod flows;
+pub mod http;
+pub mod ports;
 pub mod telemetry;
+pub mod util;
+pub mod wiring;

@@ -2,7 +2,7 @@
 //!
 //! On Cloud Run (`K_SERVICE` is set) each event is one JSON line whose `severity`
 //! field Cloud Logging understands, with the request's trace (see
-//! [`crate::server::with_trace`]); elsewhere logs are readable text on stderr.
+//! [`crate::http::with_trace`]); elsewhere logs are readable text on stderr.
 //! `RUST_LOG` filters as usual (default `info`).
 
 use tracing_subscriber::EnvFilter;
@@ -26,6 +26,43 @@ pub fn init() {
             .with_target(false)
             .try_init();
     }
+}
+
+// The trace of the request being served.
+
+tokio::task_local! {
+    /// The trace id of the request being served, for log lines.
+    static TRACE: String;
+}
+
+/// The trace id of the current request, if it came with one.
+pub fn current_trace() -> Option<String> {
+    TRACE.try_with(Clone::clone).ok()
+}
+
+/// `future` with the current request's trace id, for work spawned past the answer.
+pub async fn keep_trace<F: std::future::Future>(trace: Option<String>, future: F) -> F::Output {
+    match trace {
+        Some(trace) => TRACE.scope(trace, future).await,
+        None => future.await,
+    }
+}
+
+/// The 32-hex-digit trace id of a request.
+pub fn trace_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    let is_trace = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(value) = headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+    {
+        let id = value.split('/').next().unwrap_or_default();
+        if is_trace(id) {
+            return Some(id.to_ascii_lowercase());
+        }
+    }
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok())?;
+    let id = parent.split('-').nth(1)?;
+    is_trace(id).then(|| id.to_ascii_lowercase())
 }
 
 /// One JSON object per event with `severity`, `message` and the event's fields,
@@ -53,7 +90,7 @@ where
             _ => "DEBUG",
         };
         line.insert("severity".into(), severity.into());
-        if let Some(trace) = crate::server::current_trace() {
+        if let Some(trace) = current_trace() {
             // Cloud Logging groups a request's lines by this field.
             let trace = match std::env::var("GOOGLE_CLOUD_PROJECT") {
                 Ok(project) if !project.is_empty() => format!("projects/{project}/traces/{trace}"),

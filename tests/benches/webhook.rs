@@ -135,7 +135,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let body = Bytes::from(std::fs::read(
         root.join("tests/fixtures/github/check_suite.requested.json"),
     )?);
-    let signature = nbci_shared::github::sign(SECRET.as_bytes(), &body);
+    let signature = nbci_shared::adapters::github::sign(SECRET.as_bytes(), &body);
     let payload = Payload { body, signature };
 
     println!(
@@ -977,7 +977,7 @@ impl FakeGitHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(nbci_shared::server::run(listener, app, async {
+        let task = tokio::spawn(nbci_shared::http::run(listener, app, async {
             let _ = stopped.await;
         }));
         Ok(Self {

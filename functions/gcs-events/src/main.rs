@@ -1,15 +1,18 @@
-//! Entry point of the `gcs-events` Cloud Run service: logging, bind `$PORT`, serve.
+//! Entry point of the `gcs-events` Cloud Run service: logging, config, bind `$PORT`, serve.
+
+use nbci_shared::config::{Config, Service};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     nbci_shared::telemetry::init();
-    let addr = nbci_shared::server::bind_addr_from_env()?;
+    let config = Config::from_env(Service::GcsEvents)?;
+    let addr = nbci_shared::http::bind_addr(config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "gcs-events listening");
-    nbci_shared::server::run(
+    nbci_shared::http::run(
         listener,
         gcs_events::app(),
-        nbci_shared::server::shutdown_signal(),
+        nbci_shared::http::shutdown_signal(),
     )
     .await?;
     Ok(())

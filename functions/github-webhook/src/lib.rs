@@ -1,10 +1,11 @@
 //! The `github-webhook` service: GitHub App webhooks in, notebook checks out.
 //!
 //! The handler verifies `X-Hub-Signature-256` over the raw body before
-//! anything else, parses the event, dedupes on `X-GitHub-Delivery`, answers at
-//! once (GitHub waits 10 s at most) and hands the work to the CI flow in the
-//! background. This crate stays thin: parsing and decisions live in
-//! `nbci_shared`; here requests become calls and errors become statuses.
+//! anything else, parses the event, dedupes on `X-GitHub-Delivery`, hands the
+//! trigger to the event bus (durable: the bucket locally, Pub/Sub in the
+//! cloud) and answers at once (GitHub waits 10 s at most). The CI flow picks
+//! the trigger up from the bus. This crate stays thin: parsing and decisions
+//! live in `nbci_shared`; here requests become calls and errors become statuses.
 //!
 //! | answer | when |
 //! |---|---|
@@ -13,9 +14,8 @@
 //! | 400 + reason | headers missing, payload malformed |
 //! | 200 | ping, duplicate delivery |
 //! | 202 + reason | accepted, or deliberately ignored (event, action, no installation) |
-//! | 503 | the bucket is unreachable (GitHub's redelivery can retry) |
+//! | 503 | the bucket or the bus is unreachable (GitHub's redelivery can retry) |
 
-pub mod config;
 pub mod view;
 
 use std::sync::Arc;
@@ -26,10 +26,15 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use nbci_shared::ci::{Ci, Trigger};
-use nbci_shared::github::events::{Event, parse_event};
-use nbci_shared::github::{Secret, verify_signature};
-use nbci_shared::store::{ObjectStore, StoreError};
+use nbci_shared::adapters::github::events::{Event, parse_event};
+use nbci_shared::adapters::github::verify_signature;
+use nbci_shared::adapters::local::store::LocalDirStore;
+use nbci_shared::domain::layout;
+use nbci_shared::http::AppError;
+use nbci_shared::ports::bus::{EventBus, Message};
+use nbci_shared::ports::store::{ObjectStore, StoreError, create_once};
+use nbci_shared::util::secret::Secret;
+use nbci_shared::wiring::Services;
 
 /// GitHub caps webhook payloads at 25 MB; anything larger is not from GitHub.
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
@@ -39,22 +44,40 @@ pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 pub struct WebhookState {
     /// `GITHUB_WEBHOOK_SECRET`: the HMAC key GitHub signs deliveries with.
     pub secret: Arc<Secret>,
-    /// Where delivery ids are claimed (`deliveries/{id}`).
+    /// Where delivery ids are recorded (`deliveries/{id}`).
     pub store: Arc<dyn ObjectStore>,
-    /// The CI flow the accepted deliveries go to.
-    pub ci: Ci,
+    /// Where accepted triggers go; the CI flow takes them from there.
+    pub bus: Arc<dyn EventBus>,
 }
 
-/// The service: `POST /github` and `GET /healthz`.
+impl WebhookState {
+    /// The state over built services; `None` when the configuration has no
+    /// webhook secret (a service that receives no webhooks).
+    pub fn from_services(services: &Services) -> Option<Self> {
+        Some(Self {
+            secret: Arc::new(services.config.webhook_secret.clone()?),
+            store: services.store.clone(),
+            bus: services.bus.clone(),
+        })
+    }
+}
+
+/// The service: `POST /github` (and `POST /`) and `GET /healthz`.
 pub fn app(state: WebhookState) -> Router {
-    nbci_shared::server::healthz_router()
-        .merge(routes(state))
-        .layer(axum::middleware::from_fn(nbci_shared::server::with_trace))
+    nbci_shared::http::healthz_router()
+        .merge(routes(state.clone()))
+        .merge(
+            Router::new()
+                .route("/", post(receive))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .with_state(state),
+        )
+        .layer(axum::middleware::from_fn(nbci_shared::http::with_trace))
 }
 
 /// The service with the local adapters: [`app`] plus `GET /runs/...`, the
 /// executed notebooks that the check runs' details links point to.
-pub fn local_app(state: WebhookState, store: Arc<nbci_shared::store::LocalDirStore>) -> Router {
+pub fn local_app(state: WebhookState, store: Arc<LocalDirStore>) -> Router {
     let link_key = state.secret.clone();
     app(state).merge(view::routes(store, link_key))
 }
@@ -85,73 +108,69 @@ fn valid_delivery_id(id: &str) -> bool {
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    match accept(&state, &headers, &body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn accept(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, AppError> {
     // Nothing is parsed, not even the event name, before the signature holds.
-    let signature = header(&headers, "x-hub-signature-256");
-    if let Err(error) = verify_signature(state.secret.expose().as_bytes(), &body, signature) {
-        tracing::warn!(reason = %error, "webhook signature rejected");
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    let Some(event_name) = header(&headers, "x-github-event").filter(|e| !e.trim().is_empty())
-    else {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            "the X-GitHub-Event header is missing",
-        );
-    };
-    let Some(delivery) = header(&headers, "x-github-delivery").map(str::trim) else {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            "the X-GitHub-Delivery header is missing",
-        );
-    };
+    let signature = header(headers, "x-hub-signature-256");
+    verify_signature(state.secret.expose().as_bytes(), body, signature)
+        .map_err(|error| AppError::Unauthorized(error.to_string()))?;
+    let event_name = header(headers, "x-github-event")
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| AppError::BadRequest("the X-GitHub-Event header is missing".into()))?;
+    let delivery = header(headers, "x-github-delivery")
+        .map(str::trim)
+        .ok_or_else(|| AppError::BadRequest("the X-GitHub-Delivery header is missing".into()))?;
     if !valid_delivery_id(delivery) {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            "the X-GitHub-Delivery header is not a delivery id",
-        );
+        return Err(AppError::BadRequest(
+            "the X-GitHub-Delivery header is not a delivery id".into(),
+        ));
     }
-    let event = match parse_event(event_name, &body) {
-        Ok(event) => event,
-        Err(error) => {
-            tracing::warn!(%delivery, event = event_name, %error, "malformed webhook payload");
-            return answer(StatusCode::BAD_REQUEST, error.to_string());
-        }
-    };
+    let event =
+        parse_event(event_name, body).map_err(|error| AppError::BadRequest(error.to_string()))?;
     let trigger = match &event {
-        Event::Ping { .. } => return answer(StatusCode::OK, "pong"),
+        Event::Ping { .. } => return Ok(answer(StatusCode::OK, "pong")),
         Event::Ignored { reason } | Event::Skipped { reason } => {
             tracing::info!(%delivery, event = event_name, %reason, "webhook ignored");
-            return answer(StatusCode::ACCEPTED, format!("ignored: {reason}"));
+            return Ok(answer(StatusCode::ACCEPTED, format!("ignored: {reason}")));
         }
-        other => match Trigger::from_event(other, delivery) {
+        other => match other.trigger(delivery) {
             Some(trigger) => trigger,
             None => {
                 tracing::info!(%delivery, event = event_name, "nothing to run");
-                return answer(StatusCode::ACCEPTED, "ignored: nothing to run");
+                return Ok(answer(StatusCode::ACCEPTED, "ignored: nothing to run"));
             }
         },
     };
-    let delivery_key = format!("deliveries/{delivery}");
-    match nbci_shared::store::claim(state.store.as_ref(), &delivery_key).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::info!(%delivery, "duplicate delivery ignored");
-            return answer(StatusCode::OK, "duplicate delivery");
+    let delivery_key =
+        layout::delivery_key(delivery).map_err(|error| AppError::BadRequest(error.to_string()))?;
+    let unavailable = |error: StoreError| match error {
+        StoreError::Unavailable(reason) => {
+            AppError::Unavailable(format!("cannot record the delivery: {reason}"))
         }
-        Err(StoreError::Unavailable(reason)) => {
-            tracing::error!(%delivery, %reason, "cannot record the delivery");
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable, retry later",
-            );
+        other => AppError::Internal(format!("cannot record the delivery: {other}")),
+    };
+    if !create_once(state.store.as_ref(), &delivery_key)
+        .await
+        .map_err(unavailable)?
+    {
+        tracing::info!(%delivery, "duplicate delivery ignored");
+        return Ok(answer(StatusCode::OK, "duplicate delivery"));
+    }
+    if let Err(error) = state.bus.publish(&Message::Dispatch(trigger.clone())).await {
+        // Give the delivery back, so that GitHub's redelivery is accepted.
+        if let Err(release) = state.store.delete(&delivery_key).await {
+            tracing::error!(%delivery, error = %release, "cannot release the delivery");
         }
-        Err(error) => {
-            tracing::error!(%delivery, %error, "cannot record the delivery");
-            return answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot record the delivery",
-            );
-        }
+        return Err(AppError::Unavailable(error.to_string()));
     }
     tracing::info!(
         %delivery,
@@ -160,19 +179,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
         sha = %trigger.head_sha,
         "webhook accepted"
     );
-    let ci = state.ci.clone();
-    let store = state.store.clone();
-    let trace = nbci_shared::server::current_trace();
-    tokio::spawn(nbci_shared::server::keep_trace(trace, async move {
-        if let Err(error) = ci.dispatch(&trigger).await {
-            tracing::error!(delivery = %trigger.delivery, repo = %trigger.repo, %error, "dispatching checks failed; a redelivery will try again");
-            // Nothing is lost: GitHub's redelivery of this id is accepted again.
-            if let Err(error) = nbci_shared::store::release(store.as_ref(), &delivery_key).await {
-                tracing::error!(delivery = %trigger.delivery, %error, "cannot release the delivery");
-            }
-        }
-    }));
-    answer(StatusCode::ACCEPTED, "accepted")
+    Ok(answer(StatusCode::ACCEPTED, "accepted"))
 }
 
 #[cfg(test)]
@@ -204,6 +211,14 @@ mod tests {
     }
 
     fn service_with_github(data: &std::path::Path, api_url: &str) -> Router {
+        let (services, state) = services(data, api_url);
+        let app = local_app(state, services.local_store.clone());
+        // The services live as long as the test's runtime.
+        std::mem::forget(services);
+        app
+    }
+
+    fn services(data: &std::path::Path, api_url: &str) -> (Services, WebhookState) {
         let key = fixtures().join("test-app-key.pkcs1.pem");
         let env: HashMap<&str, String> = HashMap::from([
             ("GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
@@ -211,12 +226,16 @@ mod tests {
             ("GITHUB_APP_PRIVATE_KEY", key.display().to_string()),
             ("GITHUB_API_URL", api_url.to_owned()),
             ("NBCI_DATA_DIR", data.display().to_string()),
+            ("NBCI_PYTHON", "/bin/true".to_owned()),
         ]);
-        let config =
-            config::WebhookConfig::from_lookup(|name| env.get(name).cloned()).expect("config");
-        let (state, store) =
-            config::local_state(config, Arc::new(|_: &str, _: &_| {})).expect("state");
-        local_app(state, store)
+        let config = nbci_shared::config::Config::from_lookup(
+            nbci_shared::config::Service::GithubWebhook,
+            |name| env.get(name).cloned(),
+        )
+        .expect("config");
+        let services = Services::build(config, Arc::new(|_: &str, _: &_| {})).expect("services");
+        let state = WebhookState::from_services(&services).expect("state");
+        (services, state)
     }
 
     async fn post(
@@ -252,7 +271,7 @@ mod tests {
     }
 
     fn signed(body: &[u8]) -> Option<String> {
-        Some(nbci_shared::github::sign(SECRET.as_bytes(), body))
+        Some(nbci_shared::adapters::github::sign(SECRET.as_bytes(), body))
     }
 
     #[tokio::test]
@@ -260,8 +279,8 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let app = service(data.path());
         let body = fixture("check_suite.requested.json");
-        let good = nbci_shared::github::sign(SECRET.as_bytes(), &body);
-        let wrong = nbci_shared::github::sign(b"another secret", &body);
+        let good = nbci_shared::adapters::github::sign(SECRET.as_bytes(), &body);
+        let wrong = nbci_shared::adapters::github::sign(b"another secret", &body);
         let cases = vec![
             None,
             Some(String::new()),
@@ -385,32 +404,45 @@ mod tests {
         );
     }
 
+    /// A bus that refuses every message, as Pub/Sub might during an outage.
+    #[derive(Debug)]
+    struct DownBus;
+
+    #[async_trait::async_trait]
+    impl EventBus for DownBus {
+        async fn publish(&self, _: &Message) -> Result<(), nbci_shared::ports::bus::BusError> {
+            Err(nbci_shared::ports::bus::BusError::Unavailable(
+                "down".into(),
+            ))
+        }
+    }
+
     #[tokio::test]
-    async fn a_delivery_whose_work_failed_is_accepted_again() {
+    async fn a_delivery_whose_hand_off_failed_is_accepted_again() {
         let data = tempfile::tempdir().expect("tempdir");
-        let app = service(data.path());
+        let (services, state) = services(data.path(), "http://127.0.0.1:9");
+        let down = app(WebhookState {
+            bus: Arc::new(DownBus),
+            ..state.clone()
+        });
         let body = fixture("check_suite.requested.json");
         let (first, _) = post(
-            &app,
+            &down,
             Some("check_suite"),
             Some("retry-me"),
             signed(&body),
             body.clone(),
         )
         .await;
-        assert_eq!(first, StatusCode::ACCEPTED);
-        // GitHub is unreachable: the dispatch fails and releases the delivery.
-        let marker = data.path().join("objects/deliveries/retry-me");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::fs::read(&marker).unwrap_or_default() != b"released" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the delivery was never released"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        assert_eq!(
+            first,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "GitHub is told to retry"
+        );
+        // The redelivery, with the bus back, is accepted: the first left no marker.
+        let up = app(state);
         let (again, text) = post(
-            &app,
+            &up,
             Some("check_suite"),
             Some("retry-me"),
             signed(&body),
@@ -418,6 +450,7 @@ mod tests {
         )
         .await;
         assert_eq!(again, StatusCode::ACCEPTED, "{text}");
+        drop(services);
     }
 
     /// Thousands of validly signed but malformed bodies: never a 5xx, never a panic.

@@ -1,20 +1,25 @@
 //! Entry point of the `github-webhook` Cloud Run service: logging, config,
-//! adapters, bind `$PORT`, serve until SIGTERM.
+//! adapters, bind `$PORT`, serve until SIGTERM, drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nbci_shared::config::{Config, Service};
+use nbci_shared::wiring::Services;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     nbci_shared::telemetry::init();
-    let config = github_webhook::config::WebhookConfig::from_env()?;
-    let (state, store) =
-        github_webhook::config::local_state(config, std::sync::Arc::new(|_: &str, _: &_| {}))?;
-    let addr = nbci_shared::server::bind_addr_from_env()?;
+    let config = Config::from_env(Service::GithubWebhook)?;
+    let services = Services::build(config, Arc::new(|_: &str, _: &_| {}))?;
+    let state = github_webhook::WebhookState::from_services(&services)
+        .ok_or_else(|| anyhow::anyhow!("GITHUB_WEBHOOK_SECRET is not set"))?;
+    let addr = nbci_shared::http::bind_addr(services.config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "github-webhook listening");
-    nbci_shared::server::run(
-        listener,
-        github_webhook::local_app(state, store),
-        nbci_shared::server::shutdown_signal(),
-    )
-    .await?;
+    services.recover().await;
+    let app = github_webhook::local_app(state, services.local_store.clone());
+    nbci_shared::http::run(listener, app, nbci_shared::http::shutdown_signal()).await?;
+    services.shutdown(Duration::from_secs(8)).await;
     Ok(())
 }

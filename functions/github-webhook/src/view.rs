@@ -1,7 +1,7 @@
 //! Executed notebooks of local CI runs, served for the check runs' details links.
 //!
 //! Only `output.html`, `output.ipynb` and `result.json` under `ci/` are served,
-//! and only with the run's link token (see `nbci_shared::ci::view_token`):
+//! and only with the run's link token (see `nbci_shared::flows::ci::view_token`):
 //! `NBCI_PUBLIC_URL` may be a public tunnel, and the notebooks may come from a
 //! private repository. Sources, markers and job records are never served.
 
@@ -12,8 +12,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nbci_shared::github::Secret;
-use nbci_shared::store::{LocalDirStore, ObjectStore};
+use nbci_shared::adapters::local::store::LocalDirStore;
+use nbci_shared::domain::layout::validate_key;
+use nbci_shared::ports::store::ObjectStore;
+use nbci_shared::util::secret::Secret;
 
 /// `GET /runs/{key}` over the local bucket.
 pub fn routes(store: Arc<LocalDirStore>, link_key: Arc<Secret>) -> Router {
@@ -41,7 +43,7 @@ async fn view_run(
     Query(query): Query<ViewQuery>,
 ) -> Response {
     let not_found = || (StatusCode::NOT_FOUND, "no such run").into_response();
-    if nbci_shared::store::validate_key(&key).is_err() || !key.starts_with("ci/") {
+    if validate_key(&key).is_err() || !key.starts_with("ci/") {
         return not_found();
     }
     let Some((prefix, file)) = key.rsplit_once('/') else {
@@ -53,7 +55,7 @@ async fn view_run(
         "result.json" => "application/json",
         _ => return not_found(),
     };
-    let expected = nbci_shared::ci::view_token(&state.link_key, prefix);
+    let expected = nbci_shared::flows::ci::view_token(&state.link_key, prefix);
     let given = query.token.unwrap_or_default();
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         given.as_bytes(),

@@ -5,7 +5,7 @@ use axum::Router;
 
 /// The service's routes. Handler tests call `app().oneshot(request)` with no socket.
 pub fn app() -> Router {
-    nbci_shared::server::healthz_router()
+    nbci_shared::http::healthz_router()
 }
 
 #[cfg(test)]

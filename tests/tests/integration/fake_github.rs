@@ -42,11 +42,50 @@ pub struct CheckCall {
     pub body: Value,
 }
 
+/// A fault the fake injects into matching calls (see [`FakeGitHub::inject`]).
+#[allow(dead_code)] // used by the durability tests
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer this status (with GitHub's error body) and do nothing.
+    Status(u16),
+    /// Do the work (create or update the run), then answer 502 as if the
+    /// answer were lost on the way back.
+    LoseAnswer,
+    /// Answer normally, after this long.
+    Delay(std::time::Duration),
+}
+
+#[derive(Debug)]
+struct Injected {
+    method: String,
+    path_contains: String,
+    fault: Fault,
+    remaining: usize,
+}
+
 #[derive(Debug, Default)]
 struct Journal {
     checks: Vec<CheckCall>,
     problems: Vec<String>,
     token_exchanges: usize,
+    /// Every check run as GitHub holds it now (creation merged with updates).
+    runs: std::collections::BTreeMap<u64, Value>,
+    faults: Vec<Injected>,
+}
+
+impl Journal {
+    /// The fault for this call, if one is armed (and counts it down).
+    fn take_fault(&mut self, request: &Request) -> Option<Fault> {
+        let path = request.url.path();
+        let at = self.faults.iter().position(|f| {
+            f.remaining > 0
+                && f.method.eq_ignore_ascii_case(request.method.as_str())
+                && path.contains(&f.path_contains)
+        })?;
+        let injected = &mut self.faults[at];
+        injected.remaining -= 1;
+        Some(injected.fault.clone())
+    }
 }
 
 pub struct FakeGitHub {
@@ -194,13 +233,18 @@ impl Respond for CheckRuns {
             }
         };
         let creating = request.method.as_str() == "POST";
-        let violations = nbci_shared::github::checks::rule_violations(&body, creating);
+        let violations = nbci_shared::adapters::github::checks::rule_violations(&body, creating);
         if !violations.is_empty() {
             journal
                 .problems
                 .push(format!("check-run body breaks the rules: {violations:?}"));
             return ResponseTemplate::new(422).set_body_json(json!({
                 "message": "Validation Failed", "errors": violations}));
+        }
+        let fault = journal.take_fault(request);
+        if let Some(Fault::Status(status)) = fault {
+            return ResponseTemplate::new(status)
+                .set_body_json(json!({"message": format!("injected {status}")}));
         }
         let id = if creating {
             self.next_id.fetch_add(1, Ordering::SeqCst)
@@ -213,14 +257,91 @@ impl Respond for CheckRuns {
                 .and_then(|id| id.parse().ok())
                 .unwrap_or(0)
         };
+        if !creating && !journal.runs.contains_key(&id) {
+            journal
+                .problems
+                .push(format!("PATCH of check run {id}, which was never created"));
+            return ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}));
+        }
         journal.checks.push(CheckCall {
             method: request.method.to_string(),
             id,
             body: body.clone(),
         });
-        let mut answer = body;
-        answer["id"] = json!(id);
-        ResponseTemplate::new(if creating { 201 } else { 200 }).set_body_json(answer)
+        let run = journal.runs.entry(id).or_insert_with(|| json!({"id": id}));
+        if let (Some(run), Some(update)) = (run.as_object_mut(), body.as_object()) {
+            for (key, value) in update {
+                run.insert(key.clone(), value.clone());
+            }
+        }
+        let answer = run.clone();
+        match fault {
+            Some(Fault::LoseAnswer) => ResponseTemplate::new(502)
+                .set_body_string("<html><body>502 Bad Gateway</body></html>"),
+            Some(Fault::Delay(delay)) => ResponseTemplate::new(if creating { 201 } else { 200 })
+                .set_body_json(answer)
+                .set_delay(delay),
+            _ => ResponseTemplate::new(if creating { 201 } else { 200 }).set_body_json(answer),
+        }
+    }
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{ref}/check-runs`: the runs GitHub holds
+/// for the commit, filtered by `check_name`, as the REST API lists them.
+struct ListCheckRuns(Arc<Mutex<Journal>>);
+
+impl Respond for ListCheckRuns {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut journal = self.0.lock().expect("journal");
+        if !installation_token_ok(request) {
+            journal
+                .problems
+                .push("listing check runs without the installation token".into());
+            return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
+        }
+        if let Some(Fault::Status(status)) = journal.take_fault(request) {
+            return ResponseTemplate::new(status)
+                .set_body_json(json!({"message": format!("injected {status}")}));
+        }
+        let sha = request
+            .url
+            .path()
+            .split('/')
+            .nth(5)
+            .unwrap_or_default()
+            .to_owned();
+        let query: std::collections::HashMap<String, String> =
+            request.url.query_pairs().into_owned().collect();
+        if query.get("filter").map(String::as_str) != Some("all") {
+            journal.problems.push(format!(
+                "check runs listed without filter=all: {}",
+                request.url
+            ));
+        }
+        let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+        let per_page: usize = query
+            .get("per_page")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(30);
+        let matching: Vec<Value> = journal
+            .runs
+            .values()
+            .filter(|run| run["head_sha"] == sha.as_str())
+            .filter(|run| {
+                query
+                    .get("check_name")
+                    .is_none_or(|name| run["name"] == name.as_str())
+            })
+            .cloned()
+            .collect();
+        let total = matching.len();
+        let page_runs: Vec<Value> = matching
+            .into_iter()
+            .skip(per_page * page.saturating_sub(1))
+            .take(per_page)
+            .collect();
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"total_count": total, "check_runs": page_runs}))
     }
 }
 
@@ -285,6 +406,14 @@ impl FakeGitHub {
             .with_priority(1)
             .mount(&server)
             .await;
+        Mock::given(method("GET"))
+            .and(path_regex(format!(
+                r"^/repos/{OWNER}/{REPO}/commits/[0-9a-f]{{40}}/check-runs$"
+            )))
+            .respond_with(ListCheckRuns(journal.clone()))
+            .with_priority(1)
+            .mount(&server)
+            .await;
         Mock::given(path_regex(format!(
             r"^/repos/{OWNER}/{REPO}/check-runs(/[0-9]+)?$"
         )))
@@ -320,6 +449,24 @@ impl FakeGitHub {
         self.journal.lock().expect("journal").problems.clone()
     }
 
+    #[allow(dead_code)]
+    /// Arms `fault` for the next `times` calls whose method is `method` and
+    /// whose path contains `path_contains` (check runs and their listing).
+    pub fn inject(&self, method: &str, path_contains: &str, fault: Fault, times: usize) {
+        self.journal.lock().expect("journal").faults.push(Injected {
+            method: method.to_owned(),
+            path_contains: path_contains.to_owned(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    #[allow(dead_code)]
+    /// Every check run as GitHub holds it now, by id.
+    pub fn runs(&self) -> std::collections::BTreeMap<u64, Value> {
+        self.journal.lock().expect("journal").runs.clone()
+    }
+
     pub fn token_exchanges(&self) -> usize {
         self.journal.lock().expect("journal").token_exchanges
     }
@@ -331,6 +478,7 @@ impl FakeGitHub {
             &format!("/repos/{OWNER}/{REPO}/compare/"),
             &format!("/repos/{OWNER}/{REPO}/tarball/"),
             &format!("/repos/{OWNER}/{REPO}/check-runs"),
+            &format!("/repos/{OWNER}/{REPO}/commits/"),
         ];
         self.server
             .received_requests()

@@ -45,13 +45,19 @@ async fn start_service(github: &FakeGitHub) -> Service {
     env.insert("NBCI_DATA_DIR", data.path().display().to_string());
     env.insert("NBCI_PUBLIC_URL", url.clone());
     env.insert("NBCI_JOBS", "2".into());
-    let config = github_webhook::config::WebhookConfig::from_lookup(|name| env.get(name).cloned())
-        .expect("config");
-    let (state, store) =
-        github_webhook::config::local_state(config, Arc::new(|_: &str, _: &_| {})).expect("state");
-    let app = github_webhook::local_app(state, store);
+    let config = nbci_shared::config::Config::from_lookup(
+        nbci_shared::config::Service::GithubWebhook,
+        |name| env.get(name).cloned(),
+    )
+    .expect("config");
+    let services = nbci_shared::wiring::Services::build(config, Arc::new(|_: &str, _: &_| {}))
+        .expect("services");
+    let state = github_webhook::WebhookState::from_services(&services).expect("state");
+    let app = github_webhook::local_app(state, services.local_store.clone());
     let server = tokio::spawn(async move {
-        let _ = nbci_shared::server::run(listener, app, std::future::pending()).await;
+        services.recover().await;
+        let _ = nbci_shared::http::run(listener, app, std::future::pending()).await;
+        drop(services);
     });
     Service {
         url,
@@ -67,7 +73,7 @@ async fn deliver(base_url: &str, event: &str, delivery: &str, body: &[u8]) -> (u
         .header("X-GitHub-Delivery", delivery)
         .header(
             "X-Hub-Signature-256",
-            nbci_shared::github::sign(SECRET.as_bytes(), body),
+            nbci_shared::adapters::github::sign(SECRET.as_bytes(), body),
         )
         .header("Content-Type", "application/json")
         .body(body.to_vec())

@@ -1,0 +1,10 @@
+//! Adapters: the ports implemented against the outside world. One family
+//! never imports another, and none imports a flow; only `wiring` picks them.
+//!
+//! # Layout
+//! - [`local`]: one machine: the directory bucket, papermill jobs, the
+//!   in-process bus, git, JUnit/Markdown reports.
+//! - [`github`]: the GitHub App: signatures, events, tokens, REST, check runs.
+
+pub mod github;
+pub mod local;

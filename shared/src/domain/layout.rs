@@ -1,0 +1,277 @@
+//! The bucket's layout (**contract**): the only module that spells keys.
+//!
+//! ```text
+//! ci/{owner}/{repo}/{sha}/{notebook}/             one notebook's check on one commit
+//!     check.json                                  its state machine (domain::check)
+//!     job.json input.ipynb output.ipynb output.html result.json   attempt 1
+//!     attempts/{n}/job.json ... result.json       re-run n (n >= 2): its own folder
+//! src/{owner}/{repo}/{sha}.tar.gz                 the repository at that commit
+//! pipelines/{pipeline}/runs/{run_id}/state.json   a pipeline run; step folders below
+//! deliveries/{id}                                 webhook dedupe markers (create-only)
+//! active/ci/...                                   index of checks not completed yet
+//! queue/{topic}/{id}.json                         the local event bus's pending messages
+//! ```
+//!
+//! Keys are relative, `/`-separated, without empty, `.` or `..` segments or
+//! control characters, at most 1024 bytes (GCS's limit) with segments of at
+//! most 255 bytes (a file name's limit, for the directory bucket).
+
+use super::repo::{CommitSha, RepoRef};
+
+/// GCS's longest object name, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// A file name's longest length on common file systems, in bytes.
+pub const MAX_SEGMENT_BYTES: usize = 255;
+/// Room kept after a check's prefix for the files beneath it
+/// (`/attempts/{n}/output.ipynb` and the like).
+const FILES_ROOM: usize = 48;
+
+/// File names inside a job's folder.
+pub const JOB_FILE: &str = "job.json";
+pub const INPUT_FILE: &str = "input.ipynb";
+pub const OUTPUT_FILE: &str = "output.ipynb";
+pub const HTML_FILE: &str = "output.html";
+pub const RESULT_FILE: &str = "result.json";
+/// A check's state, beside attempt 1's files.
+pub const CHECK_FILE: &str = "check.json";
+/// A pipeline run's state.
+pub const RUN_STATE_FILE: &str = "state.json";
+
+const CI: &str = "ci";
+const SOURCES: &str = "src";
+const PIPELINES: &str = "pipelines";
+const DELIVERIES: &str = "deliveries";
+const ACTIVE: &str = "active";
+const QUEUE: &str = "queue";
+const ATTEMPTS: &str = "attempts";
+
+/// Why a key cannot name an object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid object key {key:?}: {reason}")]
+pub struct InvalidKey {
+    pub key: String,
+    pub reason: &'static str,
+}
+
+/// Checks that `key` can name an object in every bucket nbci uses.
+pub fn validate_key(key: &str) -> Result<(), InvalidKey> {
+    let invalid = |reason| {
+        Err(InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return invalid("longer than 1024 bytes");
+    }
+    if key.starts_with('/') {
+        return invalid("absolute");
+    }
+    if key.chars().any(|c| c.is_control()) || key.contains('\\') {
+        return invalid("control character or backslash");
+    }
+    for part in key.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return invalid("empty, `.` or `..` segment");
+        }
+        if part.len() > MAX_SEGMENT_BYTES {
+            return invalid("a segment longer than 255 bytes");
+        }
+    }
+    Ok(())
+}
+
+/// `ci/{owner}/{repo}/{sha}/{notebook}`: the folder of one notebook's check on
+/// one commit, or why the notebook's path cannot have one.
+pub fn check_prefix(repo: &RepoRef, sha: &CommitSha, notebook: &str) -> Result<String, InvalidKey> {
+    let prefix = format!("{CI}/{}/{}/{sha}/{notebook}", repo.owner(), repo.name());
+    validate_key(&prefix)?;
+    if prefix.len() + FILES_ROOM > MAX_KEY_BYTES {
+        return Err(InvalidKey {
+            key: prefix.chars().take(200).collect(),
+            reason: "too long for the files beneath it",
+        });
+    }
+    Ok(prefix)
+}
+
+/// The state of the check whose folder is `check_prefix`.
+pub fn check_state_key(check_prefix: &str) -> String {
+    format!("{check_prefix}/{CHECK_FILE}")
+}
+
+/// The folder of attempt `attempt` of a check: attempt 1 is the check's own
+/// folder (the contract's `ci/.../{notebook}/`), re-runs get `attempts/{n}`.
+pub fn attempt_prefix(check_prefix: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        check_prefix.to_owned()
+    } else {
+        format!("{check_prefix}/{ATTEMPTS}/{attempt}")
+    }
+}
+
+/// The marker that lists a check among those not completed yet.
+pub fn active_key(check_prefix: &str) -> String {
+    format!("{ACTIVE}/{check_prefix}")
+}
+
+/// The prefix of every active marker.
+pub fn active_prefix() -> String {
+    format!("{ACTIVE}/")
+}
+
+/// The check prefix an active marker stands for.
+pub fn check_of_active_key(key: &str) -> Option<&str> {
+    key.strip_prefix(ACTIVE)?.strip_prefix('/')
+}
+
+/// `src/{owner}/{repo}/{sha}.tar.gz`: the staged source of a commit.
+pub fn source_key(repo: &RepoRef, sha: &CommitSha) -> String {
+    format!("{SOURCES}/{}/{}/{sha}.tar.gz", repo.owner(), repo.name())
+}
+
+/// `deliveries/{id}`: the dedupe marker of a webhook delivery.
+pub fn delivery_key(delivery: &str) -> Result<String, InvalidKey> {
+    let key = format!("{DELIVERIES}/{delivery}");
+    validate_key(&key)?;
+    if delivery.contains('/') {
+        return Err(InvalidKey {
+            key,
+            reason: "a delivery id has no `/`",
+        });
+    }
+    Ok(key)
+}
+
+/// `queue/{topic}/{id}.json`: a message of the local event bus.
+pub fn queue_key(topic: &str, id: &str) -> String {
+    format!("{QUEUE}/{topic}/{id}.json")
+}
+
+/// The prefix of a topic's pending messages.
+pub fn queue_prefix(topic: &str) -> String {
+    format!("{QUEUE}/{topic}/")
+}
+
+/// `pipelines/{pipeline}/runs/{run_id}`: the folder of a pipeline run.
+pub fn pipeline_run_prefix(pipeline: &str, run_id: &str) -> String {
+    format!("{PIPELINES}/{pipeline}/runs/{run_id}")
+}
+
+/// The files of one job, under its folder.
+pub fn job_file(job_prefix: &str, file: &str) -> String {
+    format!("{job_prefix}/{file}")
+}
+
+/// A short id for a key, usable as one segment of another key: the first
+/// 32 hex digits of its SHA-256.
+pub fn flat_id(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// What a finalized object is to nbci.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultKind<'a> {
+    /// The result of a CI job; the job's folder.
+    Ci { job_prefix: &'a str },
+    /// The result of a pipeline step; the step's folder.
+    PipelineStep { job_prefix: &'a str },
+    /// Anything else: not acted on.
+    Other,
+}
+
+/// Classifies a finalized object's key: only `result.json` under `ci/` or
+/// `pipelines/` is acted on.
+pub fn classify(key: &str) -> ResultKind<'_> {
+    let Some(job_prefix) = key
+        .strip_suffix(RESULT_FILE)
+        .and_then(|p| p.strip_suffix('/'))
+    else {
+        return ResultKind::Other;
+    };
+    if validate_key(key).is_err() {
+        return ResultKind::Other;
+    }
+    if job_prefix.starts_with(CI) && job_prefix.as_bytes().get(CI.len()) == Some(&b'/') {
+        ResultKind::Ci { job_prefix }
+    } else if job_prefix.starts_with(PIPELINES)
+        && job_prefix.as_bytes().get(PIPELINES.len()) == Some(&b'/')
+    {
+        ResultKind::PipelineStep { job_prefix }
+    } else {
+        ResultKind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha() -> CommitSha {
+        CommitSha::try_from("a".repeat(40)).expect("sha")
+    }
+
+    #[test]
+    fn keys_cannot_escape_or_overflow_the_bucket() {
+        for bad in [
+            "", "/abs", "a/../b", "..", "a//b", "a/./b", "a\\b", "a\0b", "a\nb",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_key(&"x".repeat(256)).is_err());
+        assert!(validate_key(&format!("{}/y", "x".repeat(255))).is_ok());
+        assert!(validate_key(&["x"; 600].join("/")).is_err());
+        assert!(validate_key("ci/o/r/sha/nb/x.ipynb/result.json").is_ok());
+    }
+
+    #[test]
+    fn prefixes_are_stable() {
+        let repo = RepoRef::parse("o/r").expect("repo");
+        let prefix = check_prefix(&repo, &sha(), "nb/x.ipynb").expect("valid");
+        assert_eq!(prefix, format!("ci/o/r/{}/nb/x.ipynb", "a".repeat(40)));
+        assert_eq!(attempt_prefix(&prefix, 1), prefix);
+        assert_eq!(attempt_prefix(&prefix, 3), format!("{prefix}/attempts/3"));
+        assert_eq!(
+            check_of_active_key(&active_key(&prefix)),
+            Some(prefix.as_str())
+        );
+        assert_eq!(
+            source_key(&repo, &sha()),
+            format!("src/o/r/{}.tar.gz", "a".repeat(40))
+        );
+        assert!(check_prefix(&repo, &sha(), &format!("{}.ipynb", "n".repeat(300))).is_err());
+        assert!(check_prefix(&repo, &sha(), "../x.ipynb").is_err());
+        assert!(delivery_key("abc-1").is_ok());
+        assert!(delivery_key("a/b").is_err());
+    }
+
+    #[test]
+    fn only_results_under_ci_and_pipelines_act() {
+        assert_eq!(
+            classify("ci/o/r/s/nb.ipynb/result.json"),
+            ResultKind::Ci {
+                job_prefix: "ci/o/r/s/nb.ipynb"
+            }
+        );
+        assert_eq!(
+            classify("pipelines/p/runs/1/train/result.json"),
+            ResultKind::PipelineStep {
+                job_prefix: "pipelines/p/runs/1/train"
+            }
+        );
+        for other in [
+            "ci/o/r/s/nb.ipynb/output.ipynb",
+            "cix/result.json",
+            "result.json",
+            "src/o/r/s.tar.gz",
+            "ci/../result.json",
+        ] {
+            assert_eq!(classify(other), ResultKind::Other, "{other}");
+        }
+    }
+}

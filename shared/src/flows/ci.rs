@@ -1,0 +1,1091 @@
+//! The CI flow: a trigger becomes one check run per changed notebook, each
+//! carried to completion by its state machine (`domain::check`).
+//!
+//! - [`Ci::dispatch`] (a bus message, past the webhook's answer): list the
+//!   changed notebooks, stage the commit's tarball in the bucket, read each
+//!   notebook's metadata, and record one check per notebook (`check.json`
+//!   plus an `active/` marker); then drive each on its own.
+//! - [`Ci::drive`] performs a check's due steps under a lease: find or create
+//!   the check run, write `job.json` and mark it in progress, submit the job,
+//!   complete the check run. A step that fails transiently is tried again
+//!   later (backoff, or the server's `Retry-After`) for as long as the check lives.
+//! - [`Ci::on_result`] (a finalize event of a `result.json`): record the
+//!   outcome in the check and complete it.
+//! - [`Ci::sweep`] (Scheduler's tick, a server's start, a timer): drives every
+//!   active check, and asks the executor about jobs still running, so that a
+//!   job that died without a result, or outlived its timeout, is completed.
+//!
+//! At-least-once everywhere: a delivery may come twice, the check suite and
+//! the push of one commit ask for the same work, events come out of order,
+//! and any process may die between two lines. Each check is created once per
+//! (repository, commit, notebook) with a create-only write; every transition
+//! is a generation-conditional write; every side effect is safe to repeat.
+//! Only explicit re-runs run a notebook again, in a folder of their own.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::check::{CheckState, MAX_RESUBMISSIONS, Phase, Step, Superseded};
+use crate::domain::job::{Job, JobOrigin, JobRecord, JobState, Machine};
+use crate::domain::layout;
+use crate::domain::notebook::{Notebook, is_notebook_path};
+use crate::domain::outcome::{Outcome, Status};
+use crate::domain::repo::CommitRef;
+use crate::domain::trigger::Trigger;
+use crate::ports::RemoteError;
+use crate::ports::check_runs::{CheckRunUpdate, CheckRuns};
+use crate::ports::executor::{ExecutorError, NotebookExecutor};
+use crate::ports::sources::Sources;
+use crate::ports::store::{
+    JsonObjectError, ObjectStore, Precondition, StoreError, get_json, put_json,
+};
+use crate::util::retry::Backoff;
+use crate::util::secret::Secret;
+use crate::util::time::epoch_seconds;
+
+/// The largest notebook whose metadata is read at dispatch; larger ones run
+/// with the defaults and the runner reads their metadata.
+const MAX_METADATA_READ: u64 = 64 << 20;
+
+/// Most steps one [`Ci::drive`] call performs before yielding (a check has
+/// seven at most; conflicts with other workers add a few).
+const MAX_STEPS_PER_DRIVE: usize = 32;
+
+/// Settings of the CI flow.
+#[derive(Debug, Clone)]
+pub struct CiSettings {
+    /// Base URL under which executed notebooks are served (`NBCI_PUBLIC_URL`);
+    /// without it check runs carry no details link.
+    pub public_url: Option<String>,
+    /// Key that signs details links (`?token=`), so that a public URL shows a
+    /// private repository's executed notebooks only to those GitHub linked.
+    pub link_key: Option<Secret>,
+    /// At most this many notebooks per commit; a note check names the cap.
+    pub max_notebooks: usize,
+    /// The image jobs run in, unless a notebook's metadata names another.
+    pub image: String,
+    /// The machine jobs run on, unless a notebook's metadata says otherwise.
+    pub machine: Machine,
+    /// The whole-notebook limit of jobs whose notebook sets none.
+    pub default_timeout: Option<Duration>,
+    /// How long past its timeout a job may still be running before it is
+    /// cancelled and its check completed as timed out.
+    pub lost_job_grace: Duration,
+    /// How long a worker holds a check while it performs a step.
+    pub lease_ttl: Duration,
+    /// Waits between attempts of a step that failed transiently.
+    pub backoff: Backoff,
+    /// This worker's name in leases (different for every process).
+    pub worker: String,
+    /// Where dispatch downloads tarballs (`None`: the system's temporary directory).
+    pub scratch_dir: Option<PathBuf>,
+}
+
+impl Default for CiSettings {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            link_key: None,
+            max_notebooks: 50,
+            image: "local".into(),
+            machine: Machine::default(),
+            default_timeout: Some(Duration::from_secs(3600)),
+            lost_job_grace: Duration::from_secs(600),
+            lease_ttl: Duration::from_secs(300),
+            backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+            worker: "nbci".into(),
+            scratch_dir: None,
+        }
+    }
+}
+
+/// The token that opens the executed notebooks under `prefix`: the first 32 hex
+/// digits of HMAC-SHA256(`key`, "view:" + prefix).
+pub fn view_token(key: &Secret, prefix: &str) -> String {
+    let mut token = crate::util::hmac::hmac_sha256_hex(
+        key.expose().as_bytes(),
+        format!("view:{prefix}").as_bytes(),
+    );
+    token.truncate(32);
+    token
+}
+
+/// Why the flow failed; transient causes are worth a retry (the bus
+/// redelivers, the platform gets a 503).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CiError {
+    #[error("bucket: {0}")]
+    Store(#[from] StoreError),
+    /// Occurs when an object in the bucket is not what nbci wrote.
+    #[error("{key} is not what nbci wrote: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// Occurs when the code host fails while dispatching.
+    #[error("code host: {0}")]
+    Remote(#[from] RemoteError),
+    /// Occurs when the commit's archive cannot be read.
+    #[error("the commit's archive: {0}")]
+    Archive(String),
+}
+
+impl From<JsonObjectError> for CiError {
+    fn from(error: JsonObjectError) -> Self {
+        match error {
+            JsonObjectError::Store(error) => Self::Store(error),
+            JsonObjectError::Corrupt { key, reason } => Self::Corrupt { key, reason },
+        }
+    }
+}
+
+impl CiError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CiError::Store(error) => error.is_transient(),
+            CiError::Remote(error) => error.is_transient(),
+            CiError::Archive(_) => true,
+            CiError::Corrupt { .. } => false,
+        }
+    }
+}
+
+/// What [`Ci::dispatch`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchSummary {
+    /// Notebooks that got a new check (or a new attempt of one).
+    pub accepted: Vec<String>,
+    /// Notebooks already checked or being checked for this commit.
+    pub already_running: Vec<String>,
+    /// Notebook paths that cannot be checked (too long for the bucket); a
+    /// note check names them.
+    pub unstorable: Vec<String>,
+    /// Whether the changed files passed the cap (a note check says so).
+    pub capped: bool,
+}
+
+/// What [`Ci::on_result`] did with a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultHandling {
+    /// The outcome was recorded; the check is being completed.
+    Recorded,
+    /// Nothing changed: the result was handled before, or belongs to an
+    /// attempt that a re-run superseded.
+    Unchanged,
+    /// No CI job is recorded for this result (someone else's object).
+    NotACiJob,
+}
+
+/// What [`Ci::sweep`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    /// Active checks looked at.
+    pub checks: usize,
+    /// Jobs that ended without a result, or past their deadline, whose
+    /// checks were completed.
+    pub lost_jobs: usize,
+    /// Jobs the executor no longer knew, submitted again.
+    pub resubmitted: usize,
+}
+
+/// The CI flow over its ports.
+#[derive(Debug, Clone)]
+pub struct Ci {
+    store: Arc<dyn ObjectStore>,
+    executor: Arc<dyn NotebookExecutor>,
+    checks: Arc<dyn CheckRuns>,
+    sources: Arc<dyn Sources>,
+    settings: Arc<CiSettings>,
+    /// Drives and timers spawned past a caller's answer, drained at shutdown.
+    tracker: TaskTracker,
+    /// Cancelled at shutdown: timers stop waiting.
+    shutdown: CancellationToken,
+}
+
+fn now() -> f64 {
+    epoch_seconds(SystemTime::now())
+}
+
+impl Ci {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        executor: Arc<dyn NotebookExecutor>,
+        checks: Arc<dyn CheckRuns>,
+        sources: Arc<dyn Sources>,
+        settings: CiSettings,
+    ) -> Self {
+        Self {
+            store,
+            executor,
+            checks,
+            sources,
+            settings: Arc::new(settings),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The flow's background work, for a server to drain at shutdown.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Stops timers and refuses new background work; then wait on [`Ci::tracker`].
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+    }
+
+    /// The link a person follows from the check run: the executed notebook as HTML.
+    pub fn details_url(&self, job_prefix: &str) -> Option<String> {
+        let base = self.settings.public_url.as_deref()?;
+        let mut url =
+            crate::util::uri::join_path(base, &format!("runs/{job_prefix}/{}", layout::HTML_FILE))?;
+        if let Some(key) = &self.settings.link_key {
+            url.query_pairs_mut()
+                .append_pair("token", &view_token(key, job_prefix));
+        }
+        Some(url.to_string())
+    }
+
+    /// Records a check for every notebook `trigger` asks for, then drives each.
+    pub async fn dispatch(&self, trigger: &Trigger) -> Result<DispatchSummary, CiError> {
+        let commit = trigger.commit();
+        let mut summary = DispatchSummary::default();
+        let mut notebooks: Vec<String> = match (&trigger.only, &trigger.base) {
+            (Some(only), _) => vec![only.clone()],
+            (None, Some(base)) => {
+                let changed = self.sources.changed_paths(&commit, base).await?;
+                summary.capped = changed.capped;
+                changed.paths
+            }
+            (None, None) => Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        notebooks.retain(|path| is_notebook_path(path) && seen.insert(path.clone()));
+        if notebooks.len() > self.settings.max_notebooks {
+            notebooks.truncate(self.settings.max_notebooks);
+            summary.capped = true;
+        }
+
+        // Which notebooks need a new check (or a new attempt)?
+        let mut fresh: Vec<(String, String)> = Vec::new();
+        for notebook in notebooks {
+            let prefix = match layout::check_prefix(&trigger.repo, &trigger.head_sha, &notebook) {
+                Ok(prefix) => prefix,
+                Err(error) => {
+                    tracing::warn!(%notebook, %error, "a notebook path the bucket cannot store");
+                    summary.unstorable.push(notebook);
+                    continue;
+                }
+            };
+            let existing: Option<(CheckState, i64)> =
+                get_json(self.store.as_ref(), &layout::check_state_key(&prefix)).await?;
+            match existing {
+                Some((state, _)) if !trigger.rerun || state.cause == trigger.delivery => {
+                    summary.already_running.push(notebook);
+                    self.spawn_drive(prefix);
+                }
+                _ => fresh.push((notebook, prefix)),
+            }
+        }
+
+        if !fresh.is_empty() {
+            let metadata = self.stage_source(&commit, &fresh).await?;
+            for (notebook, prefix) in &fresh {
+                let spec = metadata.get(notebook.as_str());
+                if self.record_check(trigger, notebook, prefix, spec).await? {
+                    summary.accepted.push(notebook.clone());
+                } else {
+                    summary.already_running.push(notebook.clone());
+                }
+                self.spawn_drive(prefix.clone());
+            }
+        }
+
+        if summary.capped {
+            self.note_once(
+                &commit,
+                &format!("nbci-cap/{}", trigger.head_sha),
+                format!(
+                    "Only the first {} changed notebooks were checked",
+                    self.settings.max_notebooks
+                ),
+                format!(
+                    "This commit changes more notebooks than nbci checks at once (the cap is {}, \
+                     or GitHub's compare API listed only part of the files). Run `nbci check` \
+                     locally to check them all.",
+                    self.settings.max_notebooks
+                ),
+            )
+            .await?;
+        }
+        if !summary.unstorable.is_empty() {
+            let list: Vec<String> = summary
+                .unstorable
+                .iter()
+                .map(|path| format!("- `{}`", path.replace('`', "'")))
+                .collect();
+            self.note_once(
+                &commit,
+                &format!("nbci-unstorable/{}", trigger.head_sha),
+                format!(
+                    "{} notebook path(s) cannot be checked",
+                    summary.unstorable.len()
+                ),
+                format!(
+                    "These paths are too long to name objects in the bucket (at most 1024 \
+                     bytes, 255 per folder or file name), so nbci cannot run them:\n\n{}",
+                    list.join("\n")
+                ),
+            )
+            .await?;
+        }
+        tracing::info!(
+            delivery = %trigger.delivery,
+            repo = %trigger.repo,
+            sha = %trigger.head_sha,
+            accepted = summary.accepted.len(),
+            already_running = summary.already_running.len(),
+            unstorable = summary.unstorable.len(),
+            "dispatched notebook checks"
+        );
+        Ok(summary)
+    }
+
+    /// Makes sure the commit's tarball is in the bucket, and reads the
+    /// metadata of `notebooks` from it: for each, the environment it asks for,
+    /// or why its metadata is unusable. Notebooks that cannot be read here
+    /// (missing, not JSON) are left to the runner, which says why.
+    async fn stage_source(
+        &self,
+        commit: &CommitRef,
+        notebooks: &[(String, String)],
+    ) -> Result<
+        std::collections::HashMap<String, Result<crate::domain::notebook::EnvironmentSpec, String>>,
+        CiError,
+    > {
+        let key = layout::source_key(&commit.repo, &commit.sha);
+        let scratch = match &self.settings.scratch_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| CiError::Archive(e.to_string()))?;
+                tempfile::Builder::new().prefix("nbci-src-").tempdir_in(dir)
+            }
+            None => tempfile::Builder::new().prefix("nbci-src-").tempdir(),
+        }
+        .map_err(|error| CiError::Archive(format!("no scratch directory: {error}")))?;
+        let archive = scratch.path().join("source.tar.gz");
+        if !self.store.get_to_file(&key, &archive).await? {
+            self.sources.download_archive(commit, &archive).await?;
+            match self
+                .store
+                .put_file(
+                    &key,
+                    &archive,
+                    "application/gzip",
+                    Precondition::DoesNotExist,
+                )
+                .await
+            {
+                Ok(_) | Err(StoreError::PreconditionFailed(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let wanted: HashSet<String> = notebooks.iter().map(|(path, _)| path.clone()).collect();
+        let files = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&archive)?;
+            crate::util::archive::read_files(
+                std::io::BufReader::new(file),
+                &wanted,
+                MAX_METADATA_READ,
+            )
+            .map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|error| CiError::Archive(error.to_string()))?
+        .map_err(|error| CiError::Archive(error.to_string()))?;
+        Ok(files
+            .into_iter()
+            .filter_map(|(path, bytes)| {
+                let notebook = Notebook::parse(std::path::Path::new(&path), &bytes).ok()?;
+                let spec = notebook
+                    .environment()
+                    .map_err(|reason| format!("{path}: {reason}"));
+                Some((path, spec))
+            })
+            .collect())
+    }
+
+    /// The job of attempt `attempt` of a notebook, or the outcome that says
+    /// why it cannot run (unusable metadata).
+    fn prepare_job(
+        &self,
+        commit: &CommitRef,
+        notebook: &str,
+        prefix: &str,
+        attempt: u32,
+        spec: Option<&Result<crate::domain::notebook::EnvironmentSpec, String>>,
+    ) -> crate::domain::check::Prepared {
+        let mut job = Job {
+            prefix: layout::attempt_prefix(prefix, attempt),
+            source: layout::source_key(&commit.repo, &commit.sha),
+            notebook: notebook.to_owned(),
+            parameters: Default::default(),
+            timeout_s: None,
+            image: self.settings.image.clone(),
+            machine: self.settings.machine.clone(),
+        };
+        match spec {
+            Some(Err(reason)) => Err(Box::new(Outcome::invalid_notebook(
+                notebook,
+                reason,
+                self.store.uri(&job.input_key()),
+                Default::default(),
+                &job.image,
+                crate::util::time::now_rfc3339(),
+            ))),
+            Some(Ok(spec)) => {
+                job.apply_environment(spec, self.settings.default_timeout);
+                Ok(job)
+            }
+            None => {
+                if let Some(timeout) = self.settings.default_timeout {
+                    job.timeout_s = Some(timeout.as_secs_f64());
+                }
+                Ok(job)
+            }
+        }
+    }
+
+    /// Records a new check (or a new attempt for a re-run); false when the
+    /// check exists already and this trigger adds nothing.
+    async fn record_check(
+        &self,
+        trigger: &Trigger,
+        notebook: &str,
+        prefix: &str,
+        spec: Option<&Result<crate::domain::notebook::EnvironmentSpec, String>>,
+    ) -> Result<bool, CiError> {
+        let commit = trigger.commit();
+        let key = layout::check_state_key(prefix);
+        // The marker first: a check without one would never be swept.
+        self.store
+            .put(
+                &layout::active_key(prefix),
+                Vec::new(),
+                "text/plain",
+                Precondition::None,
+            )
+            .await?;
+        let state = CheckState::accept(
+            commit.clone(),
+            notebook,
+            prefix,
+            self.prepare_job(&commit, notebook, prefix, 1, spec),
+            &trigger.delivery,
+            now(),
+        );
+        match put_json(
+            self.store.as_ref(),
+            &key,
+            &state,
+            Precondition::DoesNotExist,
+        )
+        .await
+        {
+            Ok(_) => return Ok(true),
+            Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {}
+            Err(error) => return Err(error.into()),
+        }
+        if !trigger.rerun {
+            return Ok(false);
+        }
+        for _ in 0..MAX_STEPS_PER_DRIVE {
+            let Some((current, generation)) =
+                get_json::<CheckState>(self.store.as_ref(), &key).await?
+            else {
+                continue;
+            };
+            let Some(next) = current.rerun(&trigger.delivery, now(), |attempt| {
+                self.prepare_job(&commit, notebook, prefix, attempt, spec)
+            }) else {
+                return Ok(false);
+            };
+            match put_json(
+                self.store.as_ref(),
+                &key,
+                &next,
+                Precondition::Generation(generation),
+            )
+            .await
+            {
+                Ok(_) => {
+                    tracing::info!(%notebook, attempt = next.attempt, "re-running a notebook");
+                    return Ok(true);
+                }
+                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(CiError::Store(StoreError::Unavailable(format!(
+            "{key} keeps changing under a re-run"
+        ))))
+    }
+
+    /// A neutral note check on the commit, created once (found by its
+    /// external id before one is created).
+    async fn note_once(
+        &self,
+        commit: &CommitRef,
+        external_id: &str,
+        title: String,
+        summary: String,
+    ) -> Result<(), CiError> {
+        let name = "nbci";
+        if !self
+            .checks
+            .find(commit, name, external_id)
+            .await?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        let id = self.checks.create(commit, name, external_id).await?;
+        self.checks
+            .update(commit, id, &CheckRunUpdate::Note { title, summary })
+            .await?;
+        Ok(())
+    }
+
+    fn spawn_drive(&self, prefix: String) {
+        let ci = self.clone();
+        let trace = crate::http::current_trace();
+        self.tracker.spawn(crate::http::keep_trace(trace, async move {
+            if let Err(error) = ci.drive(&prefix).await {
+                tracing::warn!(check = %prefix, %error, "a check step failed; the next sweep tries again");
+            }
+        }));
+    }
+
+    /// Wakes the check at `prefix` at `at` (seconds since the epoch).
+    fn wake_at(&self, prefix: String, at: f64) {
+        let ci = self.clone();
+        let wait = Duration::try_from_secs_f64((at - now()).max(0.0)).unwrap_or(Duration::MAX);
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(Duration::from_secs(24 * 3600))) => {
+                    if let Err(error) = ci.drive(&prefix).await {
+                        tracing::warn!(check = %prefix, %error, "a check step failed; the next sweep tries again");
+                    }
+                }
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Performs the due steps of the check at `prefix` until it waits for
+    /// something (a job, a backoff, another worker's lease) or is done.
+    pub async fn drive(&self, prefix: &str) -> Result<(), CiError> {
+        let key = layout::check_state_key(prefix);
+        for _ in 0..MAX_STEPS_PER_DRIVE {
+            let Some((state, generation)) =
+                get_json::<CheckState>(self.store.as_ref(), &key).await?
+            else {
+                return Ok(());
+            };
+            let now = now();
+            let step = state.next_step(now);
+            match step {
+                Step::Done => {
+                    self.store.delete(&layout::active_key(prefix)).await?;
+                    return Ok(());
+                }
+                Step::WaitUntil(at) => {
+                    if !self.shutdown.is_cancelled() {
+                        self.wake_at(prefix.to_owned(), at);
+                    }
+                    return Ok(());
+                }
+                Step::Watch => return Ok(()),
+                _ => {}
+            }
+            if state.leased_by_other(&self.settings.worker, now) {
+                return Ok(());
+            }
+            let leased = state.leased(&self.settings.worker, now, self.settings.lease_ttl);
+            let generation = match put_json(
+                self.store.as_ref(),
+                &key,
+                &leased,
+                Precondition::Generation(generation),
+            )
+            .await
+            {
+                Ok(generation) => generation,
+                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            let next = self.perform(&leased, step).await?.released();
+            match put_json(
+                self.store.as_ref(),
+                &key,
+                &next,
+                Precondition::Generation(generation),
+            )
+            .await
+            {
+                // Someone wrote in between (a result was recorded): read again.
+                Ok(_) | Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// One step's side effect, and the state it leads to. Failures of the
+    /// outside world become states (backoff, abandoned); only the bucket's
+    /// own failures are errors.
+    async fn perform(&self, state: &CheckState, step: Step) -> Result<CheckState, CiError> {
+        let commit = &state.commit;
+        let retry_later = |error: &RemoteError| {
+            let wait = self
+                .settings
+                .backoff
+                .delay_with_hint(state.retry.failures.saturating_add(1), error.retry_after());
+            tracing::warn!(check = %state.prefix, %error, wait_s = wait.as_secs(), "a check step failed; trying again later");
+            state.failed_transiently(&error.to_string(), now(), wait)
+        };
+        match step {
+            Step::CloseSuperseded(superseded) => Ok(self
+                .close_superseded(state, &superseded)
+                .await
+                .map_or_else(|error| retry_later(&error), |()| state.superseded_closed())),
+            Step::EnsureCheckRun => {
+                let name = self.checks.check_name(&state.notebook);
+                let external_id = state.external_id();
+                let found = match self.checks.find(commit, &name, &external_id).await {
+                    Ok(found) => found,
+                    Err(error) if error.is_transient() => return Ok(retry_later(&error)),
+                    Err(error) => return Ok(self.abandon(state, &error)),
+                };
+                if let Some((first, extra)) = found.split_first() {
+                    for duplicate in extra {
+                        // Left by an earlier version that retried creations blindly.
+                        let _ = self
+                            .checks
+                            .update(
+                                commit,
+                                *duplicate,
+                                &CheckRunUpdate::Cancelled {
+                                    title: "Duplicate".into(),
+                                    summary: "Another check run reports this notebook.".into(),
+                                },
+                            )
+                            .await;
+                    }
+                    return Ok(state.check_run_ensured(*first));
+                }
+                match self.checks.create(commit, &name, &external_id).await {
+                    Ok(id) => Ok(state.check_run_ensured(id)),
+                    Err(error) if error.is_transient() => Ok(retry_later(&error)),
+                    Err(error) => Ok(self.abandon(state, &error)),
+                }
+            }
+            Step::Start => {
+                let Some(job) = &state.job else {
+                    return Ok(state.started(None));
+                };
+                let record = JobRecord {
+                    job: job.clone(),
+                    origin: JobOrigin::Check {
+                        check: state.prefix.clone(),
+                        attempt: state.attempt,
+                    },
+                    handle: None,
+                };
+                put_json(
+                    self.store.as_ref(),
+                    &job.record_key(),
+                    &record,
+                    Precondition::None,
+                )
+                .await?;
+                let details_url = self.details_url(&job.prefix);
+                let Some(id) = state.check_run else {
+                    return Ok(state.started(details_url));
+                };
+                let update = CheckRunUpdate::InProgress {
+                    details_url: details_url.clone(),
+                };
+                match self.checks.update(commit, id, &update).await {
+                    Ok(()) => Ok(state.started(details_url)),
+                    Err(error) if error.is_transient() => Ok(retry_later(&error)),
+                    Err(error) => {
+                        // Not worth stopping for: the completion says it all.
+                        tracing::warn!(check = %state.prefix, %error, "GitHub refused the in-progress update");
+                        Ok(state.started(details_url))
+                    }
+                }
+            }
+            Step::Submit => {
+                let Some(job) = &state.job else {
+                    return Ok(state.started(None));
+                };
+                match self.executor.submit(job).await {
+                    Ok(handle) => {
+                        let record = JobRecord {
+                            job: job.clone(),
+                            origin: JobOrigin::Check {
+                                check: state.prefix.clone(),
+                                attempt: state.attempt,
+                            },
+                            handle: Some(handle.clone()),
+                        };
+                        if let Err(error) = put_json(
+                            self.store.as_ref(),
+                            &job.record_key(),
+                            &record,
+                            Precondition::None,
+                        )
+                        .await
+                        {
+                            tracing::warn!(check = %state.prefix, %error, "cannot record the job's handle in job.json");
+                        }
+                        tracing::info!(check = %state.prefix, %handle, "submitted the notebook's job");
+                        Ok(state.submitted(handle, now()))
+                    }
+                    Err(ExecutorError::Unavailable(reason)) => {
+                        Ok(retry_later(&RemoteError::transient(reason)))
+                    }
+                    Err(error) => {
+                        let outcome = self.without_result(job, Status::Error, &error.to_string());
+                        Ok(state
+                            .outcome_known(state.attempt, outcome)
+                            .unwrap_or_else(|| state.clone()))
+                    }
+                }
+            }
+            Step::Complete => {
+                let Some(outcome) = &state.outcome else {
+                    // Cannot happen (Finishing always has an outcome); finish anyway.
+                    return Ok(state.completed());
+                };
+                let Some(id) = state.check_run else {
+                    return Ok(state.completed());
+                };
+                let committed = match self
+                    .store
+                    .get(&layout::job_file(
+                        &state.attempt_prefix(),
+                        layout::INPUT_FILE,
+                    ))
+                    .await?
+                {
+                    Some(object) => String::from_utf8_lossy(&object.bytes).into_owned(),
+                    None => String::new(),
+                };
+                let update = CheckRunUpdate::Completed {
+                    notebook: state.notebook.clone(),
+                    outcome: Box::new(outcome.clone()),
+                    committed,
+                    details_url: state.details_url.clone(),
+                };
+                match self.checks.update(commit, id, &update).await {
+                    Ok(()) => {
+                        tracing::info!(check = %state.prefix, status = %outcome.status, check_run = %id, "completed the check run");
+                        Ok(state.completed())
+                    }
+                    Err(error) if error.is_transient() => Ok(retry_later(&error)),
+                    Err(error) => {
+                        // GitHub refused the body: send the verdict alone.
+                        tracing::warn!(check = %state.prefix, %error, "GitHub refused the completion; sending a plain one");
+                        let mut plain = outcome.clone();
+                        plain.failed_cell = None;
+                        plain.parameters.clear();
+                        let update = CheckRunUpdate::Completed {
+                            notebook: state.notebook.clone(),
+                            outcome: Box::new(plain),
+                            committed: String::new(),
+                            details_url: None,
+                        };
+                        match self.checks.update(commit, id, &update).await {
+                            Ok(()) => Ok(state.completed()),
+                            Err(error) if error.is_transient() => Ok(retry_later(&error)),
+                            Err(error) => Ok(self.abandon(state, &error)),
+                        }
+                    }
+                }
+            }
+            Step::Watch | Step::WaitUntil(_) | Step::Done => Ok(state.clone()),
+        }
+    }
+
+    fn abandon(&self, state: &CheckState, error: &RemoteError) -> CheckState {
+        tracing::error!(check = %state.prefix, %error, "the code host refused for good; abandoning the check");
+        state.abandon(&error.to_string())
+    }
+
+    async fn close_superseded(
+        &self,
+        state: &CheckState,
+        superseded: &Superseded,
+    ) -> Result<(), RemoteError> {
+        if let Some(handle) = &superseded.handle
+            && let Err(error) = self.executor.cancel(handle).await
+        {
+            tracing::warn!(check = %state.prefix, %handle, %error, "cannot cancel a superseded job");
+        }
+        if let Some(id) = superseded.check_run {
+            let update = CheckRunUpdate::Cancelled {
+                title: "Superseded by a re-run".into(),
+                summary: format!(
+                    "This run (attempt {}) was still going when the notebook was run again; \
+                     attempt {} reports its verdict.",
+                    superseded.attempt, state.attempt
+                ),
+            };
+            match self.checks.update(&state.commit, id, &update).await {
+                Ok(()) => {}
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(check = %state.prefix, %error, "GitHub refused to close a superseded run");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn without_result(&self, job: &Job, status: Status, reason: &str) -> Outcome {
+        Outcome::without_result(
+            job,
+            status,
+            reason,
+            self.store.uri(&job.output_key()),
+            crate::util::time::now_rfc3339(),
+        )
+    }
+
+    /// Handles a `result.json` that landed in the job folder `job_prefix`.
+    pub async fn on_result(&self, job_prefix: &str) -> Result<ResultHandling, CiError> {
+        let record_key = layout::job_file(job_prefix, layout::JOB_FILE);
+        let Some((record, _)) = get_json::<JobRecord>(self.store.as_ref(), &record_key).await?
+        else {
+            return Ok(ResultHandling::NotACiJob);
+        };
+        let JobOrigin::Check { check, attempt } = &record.origin else {
+            return Ok(ResultHandling::NotACiJob);
+        };
+        let result_key = record.job.result_key();
+        let Some(result) = self.store.get(&result_key).await? else {
+            return Ok(ResultHandling::Unchanged);
+        };
+        let outcome = Outcome::from_json(&result.bytes).unwrap_or_else(|reason| {
+            self.without_result(
+                &record.job,
+                Status::Error,
+                &format!("the job's result.json is unreadable: {reason}"),
+            )
+        });
+        let handling = self.record_outcome(check, *attempt, outcome).await?;
+        if handling == ResultHandling::Recorded {
+            self.spawn_drive(check.clone());
+        }
+        Ok(handling)
+    }
+
+    /// Records `outcome` for `attempt` of the check at `prefix`, once.
+    async fn record_outcome(
+        &self,
+        prefix: &str,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<ResultHandling, CiError> {
+        let key = layout::check_state_key(prefix);
+        for _ in 0..MAX_STEPS_PER_DRIVE {
+            let Some((state, generation)) =
+                get_json::<CheckState>(self.store.as_ref(), &key).await?
+            else {
+                return Ok(ResultHandling::NotACiJob);
+            };
+            let Some(next) = state.outcome_known(attempt, outcome.clone()) else {
+                return Ok(ResultHandling::Unchanged);
+            };
+            match put_json(
+                self.store.as_ref(),
+                &key,
+                &next,
+                Precondition::Generation(generation),
+            )
+            .await
+            {
+                Ok(_) => return Ok(ResultHandling::Recorded),
+                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(CiError::Store(StoreError::Unavailable(format!(
+            "{key} keeps changing"
+        ))))
+    }
+
+    /// Looks at every active check: completes those whose job ended without
+    /// a result or outlived its deadline, submits again jobs the executor
+    /// lost, and performs every step that is due. With `void_leases`, leases
+    /// of other workers are ignored (a server that owns its bucket alone,
+    /// starting after a crash).
+    pub async fn sweep(&self, void_leases: bool) -> Result<SweepSummary, CiError> {
+        let mut summary = SweepSummary::default();
+        for marker in self.store.list(&layout::active_prefix()).await? {
+            let Some(prefix) = layout::check_of_active_key(&marker) else {
+                continue;
+            };
+            summary.checks += 1;
+            match self.sweep_one(prefix, void_leases).await {
+                Ok(SweepResult::Lost) => summary.lost_jobs += 1,
+                Ok(SweepResult::Resubmitted) => summary.resubmitted += 1,
+                Ok(SweepResult::Nothing) => {}
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => tracing::error!(check = %prefix, %error, "cannot sweep a check"),
+            }
+            if let Err(error) = self.drive(prefix).await {
+                tracing::warn!(check = %prefix, %error, "a check step failed; the next sweep tries again");
+            }
+        }
+        if summary.lost_jobs > 0 || summary.resubmitted > 0 {
+            tracing::info!(
+                checks = summary.checks,
+                lost = summary.lost_jobs,
+                resubmitted = summary.resubmitted,
+                "swept active checks"
+            );
+        }
+        Ok(summary)
+    }
+
+    async fn sweep_one(&self, prefix: &str, void_leases: bool) -> Result<SweepResult, CiError> {
+        let key = layout::check_state_key(prefix);
+        let Some((mut state, mut generation)) =
+            get_json::<CheckState>(self.store.as_ref(), &key).await?
+        else {
+            return Ok(SweepResult::Nothing);
+        };
+        let now = now();
+        if void_leases && state.leased_by_other(&self.settings.worker, now) {
+            generation = put_json(
+                self.store.as_ref(),
+                &key,
+                &state.released(),
+                Precondition::Generation(generation),
+            )
+            .await?;
+            state = state.released();
+        }
+        if state.phase != Phase::Running || state.leased_by_other(&self.settings.worker, now) {
+            return Ok(SweepResult::Nothing);
+        }
+        let (Some(job), Some(handle)) = (&state.job, &state.handle) else {
+            return Ok(SweepResult::Nothing);
+        };
+        if self.store.generation(&job.result_key()).await?.is_some() {
+            // The finalize event was missed (a crash): handle it now.
+            self.on_result(&job.prefix).await?;
+            return Ok(SweepResult::Nothing);
+        }
+        let job_state = match self.executor.status(handle).await {
+            Ok(job_state) => job_state,
+            Err(error) => {
+                tracing::warn!(check = %prefix, %error, "cannot ask the executor about a job");
+                return Ok(SweepResult::Nothing);
+            }
+        };
+        let lost = match job_state {
+            JobState::Pending | JobState::Running => {
+                let grace = self.settings.lost_job_grace;
+                match state.overdue_at(grace) {
+                    Some(at) if now > at => {
+                        if let Err(error) = self.executor.cancel(handle).await {
+                            tracing::warn!(check = %prefix, %error, "cannot cancel an overdue job");
+                        }
+                        let limit = job.timeout().map_or(0, |t| t.as_secs());
+                        Some((
+                            Status::TimedOut,
+                            format!(
+                                "the job ran past its timeout of {limit} s plus {} s of grace and was cancelled",
+                                grace.as_secs()
+                            ),
+                        ))
+                    }
+                    _ => None,
+                }
+            }
+            JobState::Unknown if state.resubmissions < MAX_RESUBMISSIONS => {
+                match put_json(
+                    self.store.as_ref(),
+                    &key,
+                    &state.resubmit(),
+                    Precondition::Generation(generation),
+                )
+                .await
+                {
+                    Ok(_) | Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                tracing::warn!(check = %prefix, %handle, "the executor lost the job; submitting it again");
+                return Ok(SweepResult::Resubmitted);
+            }
+            JobState::Unknown => Some((
+                Status::Error,
+                format!(
+                    "the executor lost the job {} times",
+                    state.resubmissions + 1
+                ),
+            )),
+            JobState::Succeeded => Some((
+                Status::Error,
+                "the job ended without writing result.json".into(),
+            )),
+            JobState::Failed { message } => {
+                Some((Status::Error, format!("the job failed: {message}")))
+            }
+            JobState::Cancelled { message } => {
+                Some((Status::Error, format!("the job was cancelled: {message}")))
+            }
+        };
+        let Some((status, reason)) = lost else {
+            return Ok(SweepResult::Nothing);
+        };
+        // The result may have landed while the executor was asked.
+        if self.store.generation(&job.result_key()).await?.is_some() {
+            self.on_result(&job.prefix).await?;
+            return Ok(SweepResult::Nothing);
+        }
+        tracing::warn!(check = %prefix, %reason, "completing the check of a lost job");
+        let outcome = self.without_result(job, status, &reason);
+        self.record_outcome(prefix, state.attempt, outcome).await?;
+        Ok(SweepResult::Lost)
+    }
+}
+
+/// What sweeping one check did.
+enum SweepResult {
+    Nothing,
+    Lost,
+    Resubmitted,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_signed_per_folder() {
+        let key = Secret::new("k");
+        assert_eq!(view_token(&key, "ci/x").len(), 32);
+        assert_ne!(view_token(&key, "ci/x"), view_token(&key, "ci/y"));
+    }
+}

@@ -1,0 +1,71 @@
+//! The EventBus port: work handed past a webhook's answer, and finalize
+//! events of the bucket, delivered at least once to a [`MessageHandler`].
+//!
+//! In the cloud, dispatches go to Pub/Sub (`NBCI_DISPATCH_TOPIC`) and come
+//! back as push requests to `/dispatch`, and finalize events come from GCS
+//! notifications to `gcs-events`; on one machine, the local bus keeps each
+//! message in the bucket until its handler succeeded, so a crash loses none.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::trigger::Trigger;
+
+/// What travels on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Check the notebooks a delivery asks for.
+    Dispatch(Trigger),
+    /// An object was written (finalized) in the bucket.
+    Finalized { key: String, generation: i64 },
+}
+
+impl Message {
+    /// A stable id for deduplication and the local queue's object name.
+    pub fn id(&self) -> String {
+        match self {
+            Message::Dispatch(trigger) => format!("dispatch-{}", trigger.delivery),
+            Message::Finalized { key, generation } => {
+                format!(
+                    "finalized-{generation}-{}",
+                    crate::domain::layout::flat_id(key)
+                )
+            }
+        }
+    }
+}
+
+/// Why a message could not be published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// Occurs when the bus cannot take the message now: retry (or answer 503).
+    #[error("cannot publish: {0}")]
+    Unavailable(String),
+}
+
+/// Somewhere to hand work to.
+#[async_trait]
+pub trait EventBus: Send + Sync + std::fmt::Debug {
+    /// Returns once the message is durably accepted.
+    async fn publish(&self, message: &Message) -> Result<(), BusError>;
+}
+
+/// Why handling a message failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// Occurs when the work may succeed later: the message is delivered again.
+    #[error("{0}")]
+    Transient(String),
+    /// Occurs when the message can never be handled: it is dropped (and logged).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What a bus delivers messages to.
+#[async_trait]
+pub trait MessageHandler: Send + Sync + std::fmt::Debug {
+    async fn handle(&self, message: &Message) -> Result<(), HandlerError>;
+}

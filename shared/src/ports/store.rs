@@ -1,0 +1,148 @@
+//! The ObjectStore port: one bucket of objects with generation preconditions.
+//!
+//! Every state change in nbci is a conditional write, because every event may
+//! arrive twice or out of order: `DoesNotExist` creates a key once (delivery
+//! ids, check states), `Generation(g)` updates only what was read. GCS gives
+//! these semantics natively (`ifGenerationMatch`); the directory bucket gives
+//! them on a file system. Generations never repeat for a key, even across a
+//! delete, so a stale read can never win a later write.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+use crate::domain::layout::InvalidKey;
+
+/// A write condition, as GCS's `ifGenerationMatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever is there.
+    None,
+    /// Write only if the object does not exist yet (`ifGenerationMatch=0`).
+    DoesNotExist,
+    /// Write only if the object is at this generation.
+    Generation(i64),
+}
+
+/// An object read back with its generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub bytes: Vec<u8>,
+    pub generation: i64,
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Occurs when a precondition does not hold (someone else wrote first): not retried.
+    #[error("precondition failed for {0}")]
+    PreconditionFailed(String),
+    /// Occurs when a key cannot name an object.
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidKey),
+    /// Occurs when the storage cannot be reached or written: transient.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Occurs when a local file to upload or download to cannot be used.
+    #[error("local file {path}: {reason}")]
+    LocalFile { path: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// One bucket.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// The object at `key`, or `None`.
+    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError>;
+    /// The generation of the object at `key`, or `None`, without reading it.
+    async fn generation(&self, key: &str) -> Result<Option<i64>, StoreError>;
+    /// Writes `bytes` at `key` if `precondition` holds; returns the new generation.
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        precondition: Precondition,
+    ) -> Result<i64, StoreError>;
+    /// Writes the file at `path` to `key`, streaming it (source tarballs can
+    /// be hundreds of megabytes); returns the new generation.
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        precondition: Precondition,
+    ) -> Result<i64, StoreError>;
+    /// Streams the object at `key` into a new file at `path`; false when
+    /// there is no such object.
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<bool, StoreError>;
+    /// Deletes the object at `key`; deleting what is not there succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Keys under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Where a person or a job finds the object (`file://...`, `gs://...`).
+    fn uri(&self, key: &str) -> String;
+}
+
+/// Creates an empty object at `key` once: true for the first caller, false
+/// for every later one. Its existence is the marker.
+pub async fn create_once(store: &dyn ObjectStore, key: &str) -> Result<bool, StoreError> {
+    match store
+        .put(key, Vec::new(), "text/plain", Precondition::DoesNotExist)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(StoreError::PreconditionFailed(_)) => Ok(false),
+        Err(other) => Err(other),
+    }
+}
+
+/// Reads a JSON object with its generation; `None` when absent.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<Option<(T, i64)>, JsonObjectError> {
+    let Some(object) = store.get(key).await? else {
+        return Ok(None);
+    };
+    let value =
+        serde_json::from_slice(&object.bytes).map_err(|error| JsonObjectError::Corrupt {
+            key: key.to_owned(),
+            reason: error.to_string(),
+        })?;
+    Ok(Some((value, object.generation)))
+}
+
+/// Writes a JSON object under `precondition`; returns the new generation.
+pub async fn put_json<T: serde::Serialize>(
+    store: &dyn ObjectStore,
+    key: &str,
+    value: &T,
+    precondition: Precondition,
+) -> Result<i64, JsonObjectError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|error| JsonObjectError::Corrupt {
+        key: key.to_owned(),
+        reason: error.to_string(),
+    })?;
+    Ok(store
+        .put(key, bytes, "application/json", precondition)
+        .await?)
+}
+
+/// Why a JSON object could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JsonObjectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Occurs when an object is not the JSON nbci wrote there.
+    #[error("{key} is not what nbci wrote: {reason}")]
+    Corrupt { key: String, reason: String },
+}

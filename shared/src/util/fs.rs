@@ -1,0 +1,58 @@
+//! Writing files so that a reader never sees half of one.
+
+use std::io;
+use std::path::Path;
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, so
+/// that readers see the old file or the whole new one, never a part; with
+/// `sync` the data is flushed to disk first (durable across a power cut).
+///
+/// Only a regular file (or nothing) is replaced: a device, FIFO, socket or
+/// directory at `path` is an error, so `--result /dev/full` fails instead of
+/// replacing the device node with a JSON file.
+pub fn write_atomically(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it exists and is not a regular file",
+            ));
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
+    io::Write::write_all(&mut file, bytes)?;
+    if sync {
+        file.as_file().sync_all()?;
+    }
+    file.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_files_but_not_devices_or_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.json");
+        write_atomically(&path, b"1", false).expect("new file");
+        write_atomically(&path, b"2", true).expect("replace");
+        assert_eq!(std::fs::read(&path).expect("read"), b"2");
+        assert!(write_atomically(dir.path(), b"x", false).is_err());
+        assert!(write_atomically(Path::new("/dev/null"), b"x", false).is_err());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+}
