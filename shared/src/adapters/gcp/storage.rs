@@ -540,6 +540,38 @@ fn objects_url(root: &str, bucket: &str) -> Result<url::Url, GcsSetupError> {
     Ok(url)
 }
 
+/// The CRC32C of the file at `path`, read in 1 MiB pieces.
+///
+/// Every upload carries its checksum up front, in the request's metadata:
+/// GCS then refuses a corrupted upload before the object exists (a file
+/// that changes between this pass and the upload is refused too), and the
+/// client skips its own pass. It also keeps the client from appending the
+/// checksum as a trailing multipart part, which fake-gcs-server (v1.54)
+/// stores as part of the object's content.
+async fn file_crc32c(path: &Path) -> Result<u32, StoreError> {
+    let owned = path.to_owned();
+    let computed = tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut crc = 0u32;
+        loop {
+            match file.read(&mut buffer) {
+                Ok(0) => return Ok(crc),
+                Ok(n) => crc = crc32c::crc32c_append(crc, buffer.get(..n).unwrap_or_default()),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await
+    .map_err(|error| StoreError::LocalFile {
+        path: path.display().to_string(),
+        reason: format!("checksum task: {error}"),
+    })?;
+    computed.map_err(local_file(path))
+}
+
 fn local_file(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |error| StoreError::LocalFile {
         path: path.display().to_string(),
@@ -592,10 +624,12 @@ impl ObjectStore for GcsStore {
         precondition: Precondition,
     ) -> Result<i64, StoreError> {
         validate_key(key)?;
+        let crc32c = crc32c::crc32c(&bytes);
         let write = self
             .client
             .write_object(&self.bucket_path, key, bytes::Bytes::from(bytes))
-            .set_content_type(content_type);
+            .set_content_type(content_type)
+            .with_known_crc32c(crc32c);
         let write = match precondition {
             Precondition::None => write,
             Precondition::DoesNotExist => write.set_if_generation_match(0),
@@ -616,6 +650,7 @@ impl ObjectStore for GcsStore {
         precondition: Precondition,
     ) -> Result<i64, StoreError> {
         validate_key(key)?;
+        let crc32c = file_crc32c(path).await?;
         // The client reads the file in chunks (and seeks back on a retry):
         // never more than a chunk of it in memory.
         let file = tokio::fs::File::open(path)
@@ -624,7 +659,8 @@ impl ObjectStore for GcsStore {
         let write = self
             .client
             .write_object(&self.bucket_path, key, file)
-            .set_content_type(content_type);
+            .set_content_type(content_type)
+            .with_known_crc32c(crc32c);
         let write = match precondition {
             Precondition::None => write,
             Precondition::DoesNotExist => write.set_if_generation_match(0),
