@@ -146,8 +146,8 @@ pub struct GcsStore {
     /// The credentials whose headers the JSON API calls carry; `None` with
     /// an emulator, which wants anonymous calls.
     credentials: Option<Credentials>,
-    /// The emulator's address, if any (shown by `Debug`).
-    emulator: Option<String>,
+    /// The emulator's address; `None` on Google (shown by `Debug`).
+    endpoint: Option<String>,
     retry_time_limit: Duration,
     list_page_size: u32,
 }
@@ -156,7 +156,7 @@ impl std::fmt::Debug for GcsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GcsStore")
             .field("bucket", &self.bucket)
-            .field("emulator", &self.emulator)
+            .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -167,27 +167,38 @@ impl GcsStore {
     /// Application Default Credentials. Makes no request: call
     /// [`GcsStore::probe`] to check the bucket.
     pub async fn new(settings: GcsSettings) -> Result<Self, GcsSetupError> {
-        let bucket = parse_bucket(&settings.bucket)?;
         let emulator = match settings.endpoint.as_deref() {
             Some(value) => parse_endpoint(value)?,
             None => None,
         };
-        let (sdk_credentials, credentials) = match &emulator {
-            Some(_) => (
-                google_cloud_auth::credentials::anonymous::Builder::new().build(),
-                None,
-            ),
+        match emulator {
+            Some(endpoint) => {
+                let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
+                Self::build(&settings, Some(endpoint), anonymous, None).await
+            }
             None => {
                 let adc = google_cloud_auth::credentials::Builder::default()
                     .build()
                     .map_err(|error| GcsSetupError::Credentials(error.to_string()))?;
-                (adc.clone(), Some(adc))
+                Self::build(&settings, None, adc.clone(), Some(adc)).await
             }
-        };
+        }
+    }
+
+    /// The store on `endpoint` (Google's when `None`): the client with
+    /// `sdk_credentials`, the JSON API calls with the headers of
+    /// `credentials` (none when `None`).
+    async fn build(
+        settings: &GcsSettings,
+        endpoint: Option<String>,
+        sdk_credentials: Credentials,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, GcsSetupError> {
+        let bucket = parse_bucket(&settings.bucket)?;
         let mut builder = Storage::builder()
             .with_credentials(sdk_credentials)
             .with_retry_policy(RetryableErrors.with_time_limit(settings.retry_time_limit));
-        if let Some(endpoint) = &emulator {
+        if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
         if let Some(threshold) = settings.resumable_upload_threshold {
@@ -202,7 +213,7 @@ impl GcsStore {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|error| GcsSetupError::Client(error.to_string()))?;
-        let root = emulator.as_deref().unwrap_or(GOOGLE_ENDPOINT);
+        let root = endpoint.as_deref().unwrap_or(GOOGLE_ENDPOINT);
         let objects_url = objects_url(root, &bucket)?;
         Ok(Self {
             bucket_path: format!("projects/_/buckets/{bucket}"),
@@ -211,7 +222,7 @@ impl GcsStore {
             http,
             objects_url,
             credentials,
-            emulator,
+            endpoint,
             retry_time_limit: settings.retry_time_limit,
             list_page_size: settings
                 .list_page_size
@@ -750,6 +761,126 @@ impl ObjectStore for GcsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Credentials that always give one bearer token, as ADC would.
+    #[derive(Debug)]
+    struct FixedToken;
+
+    impl google_cloud_auth::credentials::CredentialsProvider for FixedToken {
+        async fn headers(
+            &self,
+            _: http::Extensions,
+        ) -> Result<CacheableResource<http::HeaderMap>, google_cloud_auth::errors::CredentialsError>
+        {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_static("Bearer ya29.test-token"),
+            );
+            Ok(CacheableResource::New {
+                entity_tag: google_cloud_auth::credentials::EntityTag::new(),
+                data: headers,
+            })
+        }
+
+        async fn universe_domain(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn json_api_calls_carry_the_credentials_bearer_token() {
+        use wiremock::matchers::{header, method, path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let authorized = || header("authorization", "Bearer ya29.test-token");
+        Mock::given(method("GET"))
+            .and(path("/storage/v1/b/nbci-data/o"))
+            .and(query_param("pageToken", "page-2"))
+            .and(authorized())
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "kind": "storage#objects", "items": [{"name": "ci/a"}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/storage/v1/b/nbci-data/o"))
+            .and(authorized())
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "items": [{"name": "ci/c"}, {"name": "ci/b"}], "nextPageToken": "page-2"
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/storage/v1/b/nbci-data/o/ci%2Fb"))
+            .and(authorized())
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"generation": "42"})),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .and(path("/storage/v1/b/nbci-data/o/ci%2Fb"))
+            .and(authorized())
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        // Anything else (no token, another path) is a loud 418.
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(418))
+            .mount(&server)
+            .await;
+        let credentials = Credentials::from(FixedToken);
+        let store = GcsStore::build(
+            &GcsSettings::new("gs://nbci-data", None),
+            Some(server.uri()),
+            credentials.clone(),
+            Some(credentials),
+        )
+        .await
+        .expect("store");
+        assert_eq!(
+            store.list("ci/").await.expect("list"),
+            vec!["ci/a", "ci/b", "ci/c"]
+        );
+        assert_eq!(
+            store.generation("ci/b").await.expect("generation"),
+            Some(42)
+        );
+        store.delete("ci/b").await.expect("delete");
+        assert!(store.probe().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_not_retried_and_outages_are() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/storage/v1/b/b-1/o/denied"))
+            .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+                "error": {"code": 403, "message": "nbci@p.iam.gserviceaccount.com does not have storage.objects.get access"}
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/storage/v1/b/b-1/o/busy"))
+            .respond_with(ResponseTemplate::new(503))
+            .expect(2..)
+            .mount(&server)
+            .await;
+        let mut settings = GcsSettings::new("b-1", Some(server.uri()));
+        settings.retry_time_limit = Duration::from_millis(1500);
+        let store = GcsStore::new(settings).await.expect("store");
+        let denied = store.generation("denied").await;
+        assert!(
+            matches!(&denied, Err(StoreError::Rejected(m)) if m.contains("storage.objects.get")),
+            "{denied:?}"
+        );
+        let busy = store.generation("busy").await;
+        assert!(matches!(&busy, Err(e) if e.is_transient()), "{busy:?}");
+    }
 
     #[test]
     fn bucket_names_follow_the_rules() {
