@@ -25,17 +25,21 @@
 //! ```
 //! Without an emulator, credentials are Application Default Credentials (the
 //! metadata server on Cloud Run and in jobs, `GOOGLE_APPLICATION_CREDENTIALS`
-//! or gcloud's file on a laptop), and the service account needs
-//! `roles/storage.objectAdmin` on the bucket (objectUser is enough).
-//! With an emulator, calls are anonymous, as emulators expect.
+//! or gcloud's file on a laptop), and the identity needs
+//! `roles/storage.objectUser` on the bucket (create, read, overwrite,
+//! delete, list). With an emulator, calls are anonymous, as emulators expect.
 //!
 //! # Semantics worth knowing
-//! - A conditional write that the client retries after a lost answer can
-//!   meet its own first attempt and report `PreconditionFailed`: as on any
-//!   GCS client, a create-only marker may then look taken by someone else.
-//!   The flows treat a lost race and a lost answer alike (they re-read).
+//! - A conditional write is idempotent, so the client retries it after a
+//!   transient failure; when the failure was a lost answer to a write that
+//!   landed, the retry meets that write and reports `PreconditionFailed`.
+//!   This is GCS's own semantics on every client: a caller that must tell
+//!   "someone else wrote first" from "my write landed" writes something
+//!   of its own and reads it back.
 //! - A 404 on a read means "no such object" and gives `None`; a missing
 //!   bucket looks the same there, which is why [`GcsStore::probe`] exists.
+//! - Uploads carry their CRC32C up front: GCS refuses a corrupted upload
+//!   before the object exists.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -82,7 +86,10 @@ pub struct GcsSettings {
     /// 5xx) before it reports [`StoreError::Unavailable`]. The client's own
     /// default is 300 s; ours is shorter because a Cloud Run request must
     /// answer well inside its timeout, and a platform redelivery is the
-    /// longer retry.
+    /// longer retry. It never cuts a transfer short: a large file takes
+    /// as long as it takes. `get` and `put` (small objects) give up after
+    /// this plus one minute in all, so a stalled connection cannot hold a
+    /// handler forever.
     pub retry_time_limit: Duration,
     /// Tests only: uploads this large or larger are resumable (`None`: the
     /// client's default, 16 MiB). Resumable uploads hang against
@@ -244,7 +251,12 @@ impl GcsStore {
         url.query_pairs_mut()
             .append_pair("maxResults", "1")
             .append_pair("fields", "nextPageToken");
-        match self.call("probe", || self.http.get(url.clone())).await? {
+        match self
+            .call(&format!("list bucket {}", self.bucket), || {
+                self.http.get(url.clone())
+            })
+            .await?
+        {
             Some(_) => Ok(()),
             None => Err(self.no_bucket()),
         }
@@ -252,6 +264,23 @@ impl GcsStore {
 
     fn no_bucket(&self) -> StoreError {
         StoreError::Rejected(format!("bucket {} does not exist", self.bucket))
+    }
+
+    /// Runs a call on a small object within the retry time limit plus one
+    /// request's time: the client sets no deadline of its own on a request.
+    async fn bounded<T>(
+        &self,
+        key: &str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let deadline = self.retry_time_limit.saturating_add(REQUEST_TIMEOUT);
+        tokio::time::timeout(deadline, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "{key}: no answer within {deadline:?}"
+                )))
+            })
     }
 
     /// The JSON API URL of the object at `key` (any character escaped,
@@ -593,19 +622,23 @@ fn local_file(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
 #[async_trait]
 impl ObjectStore for GcsStore {
     async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
-        let Some(mut response) = self.open(key).await? else {
-            return Ok(None);
-        };
-        let generation = response.object().generation;
-        let capacity = usize::try_from(response.object().size).unwrap_or(0);
-        // Objects read whole are small (states, results); the size is only
-        // a hint, capped so that a lying header cannot reserve gigabytes.
-        let mut bytes = Vec::with_capacity(capacity.min(64 << 20));
-        while let Some(chunk) = response.next().await {
-            let chunk = chunk.map_err(|error| sdk_error(key, &error))?;
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Some(Object { bytes, generation }))
+        self.bounded(key, async {
+            let Some(mut response) = self.open(key).await? else {
+                return Ok(None);
+            };
+            let generation = response.object().generation;
+            let capacity = usize::try_from(response.object().size).unwrap_or(0);
+            // Objects read whole are small (states, results); the size is
+            // only a hint, capped so that a lying header cannot reserve
+            // gigabytes.
+            let mut bytes = Vec::with_capacity(capacity.min(64 << 20));
+            while let Some(chunk) = response.next().await {
+                let chunk = chunk.map_err(|error| sdk_error(key, &error))?;
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Some(Object { bytes, generation }))
+        })
+        .await
     }
 
     async fn generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
@@ -613,7 +646,9 @@ impl ObjectStore for GcsStore {
         let mut url = self.object_url(key);
         url.query_pairs_mut().append_pair("fields", "generation");
         let Some(response) = self
-            .call("generation", || self.http.get(url.clone()))
+            .call(&format!("generation of {key}"), || {
+                self.http.get(url.clone())
+            })
             .await?
         else {
             return Ok(None);
@@ -646,10 +681,14 @@ impl ObjectStore for GcsStore {
             Precondition::DoesNotExist => write.set_if_generation_match(0),
             Precondition::Generation(generation) => write.set_if_generation_match(generation),
         };
-        let object = write
-            .send_unbuffered()
-            .await
-            .map_err(|error| sdk_error(key, &error))?;
+        let object = self
+            .bounded(key, async {
+                write
+                    .send_unbuffered()
+                    .await
+                    .map_err(|error| sdk_error(key, &error))
+            })
+            .await?;
         Ok(object.generation)
     }
 
@@ -715,7 +754,7 @@ impl ObjectStore for GcsStore {
         validate_key(key)?;
         let url = self.object_url(key);
         // A 404 (never there, or a retry after our own deletion) is success.
-        self.call("delete", || self.http.delete(url.clone()))
+        self.call(&format!("delete {key}"), || self.http.delete(url.clone()))
             .await
             .map(|_| ())
     }
@@ -736,7 +775,10 @@ impl ObjectStore for GcsStore {
                     query.append_pair("pageToken", token);
                 }
             }
-            let Some(response) = self.call("list", || self.http.get(url.clone())).await? else {
+            let Some(response) = self
+                .call(&format!("list {prefix}"), || self.http.get(url.clone()))
+                .await?
+            else {
                 return Err(self.no_bucket());
             };
             let page: ListPage = response
