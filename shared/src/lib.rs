@@ -25,3 +25,6 @@ pub mod ports;
 pub mod telemetry;
 pub mod util;
 pub mod wiring;
+
+#[cfg(test)]
+mod testing;
