@@ -8,6 +8,7 @@ mod integration {
     pub mod check;
     pub mod common;
     pub mod conformance;
+    pub mod durability;
     pub mod fake_github;
     pub mod github_flow;
     pub mod run;

@@ -80,7 +80,9 @@ pub struct CiSettings {
     pub lease_ttl: Duration,
     /// Waits between attempts of a step that failed transiently.
     pub backoff: Backoff,
-    /// This worker's name in leases (different for every process).
+    /// This process's name in leases: different for every process (a
+    /// restarted container has the same pid), so that leases of a dead
+    /// process are recognised. Each drive holds `{worker}/{n}`.
     pub worker: String,
     /// Where dispatch downloads tarballs (`None`: the system's temporary directory).
     pub scratch_dir: Option<PathBuf>,
@@ -204,6 +206,9 @@ pub struct Ci {
     tracker: TaskTracker,
     /// Cancelled at shutdown: timers stop waiting.
     shutdown: CancellationToken,
+    /// Numbers the drives of this process, so that two concurrent drives of
+    /// one check in one process exclude each other too.
+    drives: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now() -> f64 {
@@ -226,6 +231,7 @@ impl Ci {
             settings: Arc::new(settings),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            drives: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }
     }
 
@@ -592,6 +598,12 @@ impl Ci {
     /// something (a job, a backoff, another worker's lease) or is done.
     pub async fn drive(&self, prefix: &str) -> Result<(), CiError> {
         let key = layout::check_state_key(prefix);
+        let holder = format!(
+            "{}/{}",
+            self.settings.worker,
+            self.drives
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         for _ in 0..MAX_STEPS_PER_DRIVE {
             let Some((state, generation)) =
                 get_json::<CheckState>(self.store.as_ref(), &key).await?
@@ -614,10 +626,10 @@ impl Ci {
                 Step::Watch => return Ok(()),
                 _ => {}
             }
-            if state.leased_by_other(&self.settings.worker, now) {
+            if state.leased_by_other(&holder, now) {
                 return Ok(());
             }
-            let leased = state.leased(&self.settings.worker, now, self.settings.lease_ttl);
+            let leased = state.leased(&holder, now, self.settings.lease_ttl);
             let generation = match put_json(
                 self.store.as_ref(),
                 &key,
@@ -630,7 +642,23 @@ impl Ci {
                 Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
                 Err(error) => return Err(error.into()),
             };
-            let next = self.perform(&leased, step).await?.released();
+            // A panic in an adapter is a bug, but it must cost only this
+            // check a retry: the step runs in its own task.
+            let performed = tokio::spawn({
+                let ci = self.clone();
+                let leased = leased.clone();
+                async move { ci.perform(&leased, step).await }
+            })
+            .await;
+            let next = match performed {
+                Ok(next) => next?,
+                Err(panic) => {
+                    tracing::error!(check = %prefix, error = %panic, "a check step panicked; trying again later");
+                    let wait = self.settings.backoff.delay(leased.retry.failures.saturating_add(1));
+                    leased.failed_transiently(&format!("a step panicked: {panic}"), now, wait)
+                }
+            }
+            .released();
             match put_json(
                 self.store.as_ref(),
                 &key,
@@ -975,7 +1003,13 @@ impl Ci {
             return Ok(SweepResult::Nothing);
         };
         let now = now();
-        if void_leases && state.leased_by_other(&self.settings.worker, now) {
+        let mine = format!("{}/", self.settings.worker);
+        let held = |state: &CheckState| state.lease.as_ref().is_some_and(|lease| lease.until > now);
+        let of_a_dead_process = state
+            .lease
+            .as_ref()
+            .is_some_and(|lease| !lease.holder.starts_with(&mine));
+        if void_leases && held(&state) && of_a_dead_process {
             generation = put_json(
                 self.store.as_ref(),
                 &key,
@@ -985,7 +1019,7 @@ impl Ci {
             .await?;
             state = state.released();
         }
-        if state.phase != Phase::Running || state.leased_by_other(&self.settings.worker, now) {
+        if state.phase != Phase::Running || held(&state) {
             return Ok(SweepResult::Nothing);
         }
         let (Some(job), Some(handle)) = (&state.job, &state.handle) else {
