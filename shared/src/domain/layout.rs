@@ -8,6 +8,7 @@
 //! src/{owner}/{repo}/{sha}.tar.gz                 the repository at that commit
 //! pipelines/{pipeline}/runs/{run_id}/state.json   a pipeline run; step folders below
 //! deliveries/{id}                                 webhook dedupe markers (create-only)
+//! events/{bucket}/{generation}-{flat_id(object)}   finalize-event dedupe markers (create-only)
 //! active/ci/...                                   index of checks not completed yet
 //! queue/{topic}/{id}.json                         the local event bus's pending messages
 //! ```
@@ -41,6 +42,7 @@ const CI: &str = "ci";
 const SOURCES: &str = "src";
 const PIPELINES: &str = "pipelines";
 const DELIVERIES: &str = "deliveries";
+const EVENTS: &str = "events";
 const ACTIVE: &str = "active";
 const QUEUE: &str = "queue";
 const ATTEMPTS: &str = "attempts";
@@ -141,6 +143,26 @@ pub fn delivery_key(delivery: &str) -> Result<String, InvalidKey> {
         return Err(InvalidKey {
             key,
             reason: "a delivery id has no `/`",
+        });
+    }
+    Ok(key)
+}
+
+/// `events/{bucket}/{generation}-{flat_id(object)}`: the dedupe marker of
+/// the finalize event of one generation of one object.
+///
+/// A generation never repeats for an object name, so (bucket, object,
+/// generation) names one write: every redelivery of its event finds the
+/// marker, while a later write of the same name (a re-run's result) does not.
+/// The object's name is hashed because it is a path of its own, too long
+/// and too deep to nest under `events/` as it is.
+pub fn event_marker_key(bucket: &str, object: &str, generation: i64) -> Result<String, InvalidKey> {
+    let key = format!("{EVENTS}/{bucket}/{generation}-{}", flat_id(object));
+    validate_key(&key)?;
+    if bucket.contains('/') {
+        return Err(InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason: "a bucket name has no `/`",
         });
     }
     Ok(key)
@@ -248,6 +270,24 @@ mod tests {
         assert!(check_prefix(&repo, &sha(), "../x.ipynb").is_err());
         assert!(delivery_key("abc-1").is_ok());
         assert!(delivery_key("a/b").is_err());
+    }
+
+    #[test]
+    fn event_markers_name_one_generation_of_one_object() {
+        let key = event_marker_key("b", "ci/o/r/s/nb.ipynb/result.json", 7).expect("valid");
+        assert!(key.starts_with("events/b/7-"), "{key}");
+        assert_eq!(key.len(), "events/b/7-".len() + 32);
+        assert_ne!(
+            key,
+            event_marker_key("b", "ci/o/r/s/nb.ipynb/result.json", 8).expect("valid")
+        );
+        assert_ne!(
+            key,
+            event_marker_key("c", "ci/o/r/s/nb.ipynb/result.json", 7).expect("valid")
+        );
+        for bad in ["", "a/b", "..", "."] {
+            assert!(event_marker_key(bad, "x", 1).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
