@@ -5,6 +5,9 @@
 //! - [`local`]: one machine: the directory bucket, papermill jobs, the
 //!   in-process bus, git, JUnit/Markdown reports.
 //! - [`github`]: the GitHub App: signatures, events, tokens, REST, check runs.
+//! - [`gcp`]: Google Cloud: Application Default Credentials, and jobs on
+//!   Vertex AI and AI Platform.
 
+pub mod gcp;
 pub mod github;
 pub mod local;
