@@ -8,8 +8,9 @@
 //!   the bucket's layout), pure: no I/O, no other part of the crate.
 //! - [`ports`]: the traits flows reach the world through, and their errors.
 //! - [`flows`]: orchestration over ports: the CI flow, the bus's inbox.
-//! - [`adapters`]: the ports implemented: [`adapters::local`] (one machine)
-//!   and [`adapters::github`] (the GitHub App).
+//! - [`adapters`]: the ports implemented: [`adapters::local`] (one machine),
+//!   [`adapters::github`] (the GitHub App) and [`adapters::gcp`] (Google
+//!   Cloud: credentials, Vertex AI and AI Platform jobs).
 //! - [`wiring`]: the one place that builds adapters from the configuration.
 //! - [`config`]: every environment variable, typed, read once.
 //! - [`http`]: serving, shutdown, trace context, one error type for handlers.

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use super::auth::TokenSource;
 use super::jobs::{self, JobSettings};
-use super::rest::{ApiError, GoogleApi, SetupError, api_root, check_segment};
+use super::rest::{ApiError, GoogleApi, SetupError, api_root};
 use crate::domain::job::{Job, JobHandle, JobState};
 use crate::domain::layout;
 use crate::ports::executor::{ExecutorError, NotebookExecutor};
@@ -133,8 +133,7 @@ pub struct AiPlatformExecutor {
 impl AiPlatformExecutor {
     /// An executor for `settings`, calling the ml API with tokens from `tokens`.
     pub fn new(settings: JobSettings, tokens: Arc<dyn TokenSource>) -> Result<Self, SetupError> {
-        check_segment("GOOGLE_CLOUD_PROJECT", &settings.project)?;
-        check_segment("NBCI_REGION", &settings.region)?;
+        settings.validate()?;
         let root = api_root(
             "NBCI_ML_ENDPOINT",
             settings.endpoint.as_deref(),

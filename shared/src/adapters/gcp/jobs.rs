@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::rest::{SetupError, check_segment};
 use crate::domain::job::Job;
 use crate::domain::layout;
 
@@ -82,6 +83,27 @@ impl JobSettings {
             timeout_margin: DEFAULT_TIMEOUT_MARGIN,
             request_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Checks what would otherwise fail only at the first job: names that
+    /// go into URLs, a bucket, an image.
+    pub fn validate(&self) -> Result<(), SetupError> {
+        check_segment("GOOGLE_CLOUD_PROJECT", &self.project)?;
+        check_segment("NBCI_REGION", &self.region)?;
+        let bucket = self.bucket_name();
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(SetupError::InvalidSetting {
+                name: "NBCI_BUCKET",
+                reason: format!("{:?} is not a bucket name", self.bucket),
+            });
+        }
+        if self.runner_image.trim().is_empty() {
+            return Err(SetupError::InvalidSetting {
+                name: "NBCI_RUNNER_IMAGE",
+                reason: "cloud jobs need a runner image".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The bucket's name, whether it was given as `name` or `gs://name/`.
@@ -235,6 +257,26 @@ pub(crate) mod tests {
                 "gs://nbci-demo/",
                 "us-docker.pkg.dev/demo-project/nbci/runner:1",
             )
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_up_front() {
+        assert_eq!(settings("http://x").validate(), Ok(()));
+        for (change, variable) in [
+            (
+                (|s: &mut JobSettings| s.project = "a/b".into()) as fn(&mut JobSettings),
+                "GOOGLE_CLOUD_PROJECT",
+            ),
+            (|s| s.region = String::new(), "NBCI_REGION"),
+            (|s| s.bucket = "gs://".into(), "NBCI_BUCKET"),
+            (|s| s.bucket = "a/b".into(), "NBCI_BUCKET"),
+            (|s| s.runner_image = " ".into(), "NBCI_RUNNER_IMAGE"),
+        ] {
+            let mut settings = settings("http://x");
+            change(&mut settings);
+            let error = settings.validate().expect_err(variable);
+            assert!(error.to_string().contains(variable), "{error}");
         }
     }
 

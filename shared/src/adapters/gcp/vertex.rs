@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use super::auth::TokenSource;
 use super::jobs::{self, FOLDER_LABEL, JobSettings};
-use super::rest::{ApiError, GoogleApi, SetupError, api_root, check_segment, is_resource_name};
+use super::rest::{ApiError, GoogleApi, SetupError, api_root, is_resource_name};
 use crate::domain::job::{Job, JobHandle, JobState};
 use crate::ports::executor::{ExecutorError, NotebookExecutor};
 
@@ -142,8 +142,7 @@ pub struct VertexExecutor {
 impl VertexExecutor {
     /// An executor for `settings`, calling Vertex AI with tokens from `tokens`.
     pub fn new(settings: JobSettings, tokens: Arc<dyn TokenSource>) -> Result<Self, SetupError> {
-        check_segment("GOOGLE_CLOUD_PROJECT", &settings.project)?;
-        check_segment("NBCI_REGION", &settings.region)?;
+        settings.validate()?;
         let root = api_root(
             "NBCI_VERTEX_ENDPOINT",
             settings.endpoint.as_deref(),
