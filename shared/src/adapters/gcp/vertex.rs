@@ -15,7 +15,7 @@
 //! # One job per folder
 //! A CustomJob takes no id from its creator, so nothing on Google's side
 //! refuses a second job for the same folder. Every job carries its folder's
-//! id as the label [`FOLDER_LABEL`](super::jobs::FOLDER_LABEL), and submit
+//! id as the label [`FOLDER_LABEL`], and submit
 //! first lists the jobs with that label: a job found that has not failed or
 //! been cancelled is answered instead of creating another. That covers the
 //! retry that matters, a dispatch that died (or timed out) after Google
