@@ -1,9 +1,35 @@
-//! Google Cloud: what Google's services send to ours, and (on other
-//! branches) the ports implemented on Google's APIs.
+//! Google Cloud: credentials, the cloud executors, and what Google's services
+//! send to ours. Nothing here is seen by a flow: flows see the ports these
+//! types implement.
 //!
 //! # Layout
+//! - [`auth`]: the one way every Google adapter gets an access token, the
+//!   [`TokenSource`](auth::TokenSource) trait, and its Application Default
+//!   Credentials implementation (`google-cloud-auth`: the metadata server on
+//!   Cloud Run and in jobs, `GCE_METADATA_HOST` in tests, a key file on a laptop).
+//! - [`rest`]: one authenticated JSON call to a Google REST API, and Google's
+//!   error body sorted into the executor's rejected and unavailable.
+//! - [`jobs`]: what both executors derive from a job the same way: the
+//!   runner's arguments (**contract**), labels, durations, the settings.
+//! - [`vertex`]: jobs as Vertex AI CustomJobs, the default in the cloud
+//!   ([`VertexExecutor`](vertex::VertexExecutor)).
+//! - [`ai_platform`]: jobs as legacy AI Platform Training jobs
+//!   (`projects.jobs.create`), the seeds' shape, kept for API-compatible
+//!   endpoints ([`AiPlatformExecutor`](ai_platform::AiPlatformExecutor)).
 //! - [`events`]: Cloud Storage object events as Eventarc (binary or
 //!   structured CloudEvents) and Pub/Sub push subscriptions deliver them, and
 //!   the event bus's messages as Pub/Sub pushes them back to us.
+//!
+//! Every endpoint comes from the settings, so wiremock and API-compatible
+//! services work unchanged. Request bodies are checked in the tests against
+//! Google's published discovery documents (`tests/fixtures/google/`).
 
+pub mod ai_platform;
+pub mod auth;
 pub mod events;
+pub mod jobs;
+pub mod rest;
+pub mod vertex;
+
+#[cfg(test)]
+pub(crate) mod discovery;
