@@ -45,7 +45,7 @@ use super::gate::GateDecision;
 use super::spec::Pipeline;
 use crate::domain::check::{Lease, MAX_RESUBMISSIONS, Retry};
 use crate::domain::deploy::{DeployOperation, DeployRequest, DeployStatus};
-use crate::domain::job::{Job, JobHandle, Machine};
+use crate::domain::job::{Job, JobHandle, JobOrigin, Machine};
 use crate::domain::layout;
 use crate::domain::notebook::EnvironmentSpec;
 use crate::domain::outcome::{Outcome, Status};
@@ -558,6 +558,15 @@ impl PipelineRun {
         Some(job)
     }
 
+    /// Who step `step`'s job works for, for its `job.json`: what its result completes.
+    pub fn job_origin(&self, step: usize) -> JobOrigin {
+        JobOrigin::PipelineStep {
+            pipeline: self.pipeline.clone(),
+            run_id: self.run_id.to_string(),
+            step,
+        }
+    }
+
     /// Where the model's files are: `artifacts_dir`, or its `model_dir`.
     pub fn model_uri(&self) -> String {
         let base = self.artifacts_dir.trim_end_matches('/');
@@ -1026,6 +1035,30 @@ pub(crate) mod tests {
         assert_eq!(job.timeout(), Some(Duration::from_secs(600)));
         assert_eq!(job.parameters, run.steps[1].parameters);
         assert!(run.step_job(3, "x", None).is_none());
+        assert_eq!(
+            run.job_origin(1),
+            JobOrigin::PipelineStep {
+                pipeline: "p".into(),
+                run_id: "20261130T031500Z-abc1234".into(),
+                step: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_run_in_progress_survives_its_state_file() {
+        let run = through(&run_of(&pipeline(3, true, true)), 0)
+            .submitted(1, handle(1), 130.0)
+            .expect("submitted")
+            .leased("w", 130.0, Duration::from_secs(60));
+        let text = serde_json::to_string_pretty(&run).expect("json");
+        assert!(
+            text.contains("\"phase\": \"step_submitted\",\n  \"step\": 1"),
+            "{text}"
+        );
+        let back: PipelineRun = serde_json::from_str(&text).expect("back");
+        assert_eq!(back, run);
+        assert_eq!(back.next_action(131.0), RunAction::AwaitStep(1));
     }
 
     #[test]
