@@ -30,7 +30,7 @@ resource "google_eventarc_trigger" "finalize" {
 
   project         = var.project_id
   name            = "${var.name_prefix}-finalize"
-  location        = coalesce(var.bucket_location, var.region)
+  location        = lower(coalesce(var.bucket_location, var.region))
   service_account = google_service_account.push.email
   labels          = local.labels
 

@@ -22,6 +22,18 @@ locals {
     GITHUB_APP_ID               = var.github_app_id
     GITHUB_API_URL              = var.github_api_url
   }
+
+  # Which version of each secret the services read (secrets.tf; rotation in docs/deploy.md).
+  secret_refs = {
+    webhook_secret = {
+      secret  = google_secret_manager_secret.webhook_secret.secret_id
+      version = var.secret_versions.webhook_secret
+    }
+    app_private_key = {
+      secret  = google_secret_manager_secret.app_private_key.secret_id
+      version = var.secret_versions.app_private_key
+    }
+  }
 }
 
 # The deployment needs the App's id before the services start.
@@ -60,8 +72,8 @@ module "github_webhook" {
     NBCI_OIDC_JWKS_URL  = ""
   })
   secret_env = {
-    GITHUB_WEBHOOK_SECRET  = google_secret_manager_secret.webhook_secret.secret_id
-    GITHUB_APP_PRIVATE_KEY = google_secret_manager_secret.app_private_key.secret_id
+    GITHUB_WEBHOOK_SECRET  = local.secret_refs.webhook_secret
+    GITHUB_APP_PRIVATE_KEY = local.secret_refs.app_private_key
   }
 
   ingress = "INGRESS_TRAFFIC_ALL"
@@ -97,7 +109,7 @@ module "gcs_events" {
 
   env = local.common_env
   secret_env = {
-    GITHUB_APP_PRIVATE_KEY = google_secret_manager_secret.app_private_key.secret_id
+    GITHUB_APP_PRIVATE_KEY = local.secret_refs.app_private_key
   }
 
   ingress  = "INGRESS_TRAFFIC_INTERNAL_ONLY"
@@ -135,7 +147,7 @@ module "scheduler" {
     NBCI_OIDC_JWKS_URL  = ""
   })
   secret_env = {
-    GITHUB_APP_PRIVATE_KEY = google_secret_manager_secret.app_private_key.secret_id
+    GITHUB_APP_PRIVATE_KEY = local.secret_refs.app_private_key
   }
 
   ingress  = "INGRESS_TRAFFIC_INTERNAL_ONLY"

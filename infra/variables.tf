@@ -189,6 +189,20 @@ variable "github_app_id" {
   }
 }
 
+variable "secret_versions" {
+  description = "Which version of each secret the services read: \"latest\" (read when an instance starts), or a version number, so that a rotation is one reviewed apply that starts new revisions (docs/deploy.md, Rotating secrets)."
+  type = object({
+    webhook_secret  = optional(string, "latest")
+    app_private_key = optional(string, "latest")
+  })
+  default = {}
+
+  validation {
+    condition     = alltrue([for version in values(var.secret_versions) : can(regex("^(latest|[1-9][0-9]*)$", version))])
+    error_message = "Each secret version must be \"latest\" or a version number."
+  }
+}
+
 variable "github_api_url" {
   description = "GitHub's REST API root; GitHub Enterprise Server: https://HOST/api/v3."
   type        = string

@@ -19,7 +19,7 @@ resource "google_secret_manager_secret_iam_member" "accessor" {
   for_each = var.secret_env
 
   project   = var.project_id
-  secret_id = each.value
+  secret_id = each.value.secret
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.main.member
 }
@@ -78,8 +78,8 @@ resource "google_cloud_run_v2_service" "main" {
           name = env.key
           value_source {
             secret_key_ref {
-              secret  = env.value
-              version = "latest"
+              secret  = env.value.secret
+              version = env.value.version
             }
           }
         }

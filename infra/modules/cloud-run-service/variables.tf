@@ -40,9 +40,12 @@ variable "env" {
 }
 
 variable "secret_env" {
-  description = "Environment variables read from Secret Manager, name => secret id (its latest version is read when an instance starts). The service account gets secretAccessor on exactly these secrets."
-  type        = map(string)
-  default     = {}
+  description = "Environment variables read from Secret Manager when an instance starts, name => {secret = secret id, version = a version number or \"latest\"}. The service account gets secretAccessor on exactly these secrets."
+  type = map(object({
+    secret  = string
+    version = optional(string, "latest")
+  }))
+  default = {}
 }
 
 variable "create_service" {
