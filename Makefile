@@ -91,26 +91,15 @@ lint-infra: infra-tools
 ## infra/terraform.tfvars. None of this runs in make test.
 TERRAFORM ?= terraform
 TAG ?= $(shell git rev-parse --short=12 HEAD)
-REGISTRY ?= $(shell $(TERRAFORM) -chdir=infra output -raw registry 2>/dev/null)
-RUNNER_BASE ?= gcr.io/deeplearning-platform-release/base-cpu
-RUNNER_GPU_BASE ?= gcr.io/deeplearning-platform-release/base-gpu
-SERVICES := github-webhook gcs-events scheduler
 
 infra-base:
 	$(TERRAFORM) -chdir=infra init
 	$(TERRAFORM) -chdir=infra apply -var deploy_services=false
 
+# REGISTRY (default: the Terraform output), RUNNER_BASE and RUNNER_GPU_BASE
+# may be given; see infra/images.sh.
 images:
-	@test -n "$(REGISTRY)" || { echo "no registry: run make infra-base first (or pass REGISTRY=REGION-docker.pkg.dev/PROJECT/REPO)"; exit 2; }
-	gcloud auth configure-docker $(firstword $(subst /, ,$(REGISTRY))) --quiet
-	for service in $(SERVICES); do \
-		docker build --platform linux/amd64 -f functions/$$service/Dockerfile -t $(REGISTRY)/$$service:$(TAG) . && \
-		docker push $(REGISTRY)/$$service:$(TAG) || exit 1; \
-	done
-	docker build --platform linux/amd64 -f cli/Dockerfile --build-arg BASE_IMAGE=$(RUNNER_BASE) -t $(REGISTRY)/runner:$(TAG) .
-	docker push $(REGISTRY)/runner:$(TAG)
-	docker build --platform linux/amd64 -f cli/Dockerfile --build-arg BASE_IMAGE=$(RUNNER_GPU_BASE) -t $(REGISTRY)/runner-gpu:$(TAG) .
-	docker push $(REGISTRY)/runner-gpu:$(TAG)
+	TAG=$(TAG) TERRAFORM=$(TERRAFORM) bash infra/images.sh
 
 github-app:
 	$(PYTHON) infra/github-app/register.py $(GITHUB_APP_ARGS)
