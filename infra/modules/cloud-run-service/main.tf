@@ -89,9 +89,9 @@ resource "google_cloud_run_v2_service" "main" {
         http_get {
           path = "/healthz"
         }
-        period_seconds    = 1
+        period_seconds    = 2
         timeout_seconds   = 1
-        failure_threshold = 10
+        failure_threshold = 15
       }
 
       liveness_probe {
