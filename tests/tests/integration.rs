@@ -3,6 +3,7 @@
 //!
 //! One test binary; each module is one area. `make test` builds the binaries
 //! first; a missing binary or interpreter fails with the command that fixes it.
+//! `infra` needs neither: it parses infra/ and compares it with the code.
 
 mod integration {
     pub mod check;
@@ -11,5 +12,6 @@ mod integration {
     pub mod durability;
     pub mod fake_github;
     pub mod github_flow;
+    pub mod infra;
     pub mod run;
 }
