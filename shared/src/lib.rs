@@ -9,7 +9,8 @@
 //! - [`ports`]: the traits flows reach the world through, and their errors.
 //! - [`flows`]: orchestration over ports: the CI flow, the bus's inbox.
 //! - [`adapters`]: the ports implemented: [`adapters::local`] (one machine),
-//!   [`adapters::github`] (the GitHub App) and [`adapters::gcp`] (Google Cloud).
+//!   [`adapters::github`] (the GitHub App) and [`adapters::gcp`] (Google
+//!   Cloud: credentials, the bucket, Vertex AI and AI Platform jobs, storage events).
 //! - [`wiring`]: the one place that builds adapters from the configuration.
 //! - [`config`]: every environment variable, typed, read once.
 //! - [`http`]: serving, shutdown, trace context, one error type for handlers.
@@ -25,3 +26,6 @@ pub mod ports;
 pub mod telemetry;
 pub mod util;
 pub mod wiring;
+
+#[cfg(test)]
+mod testing;

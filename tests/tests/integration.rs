@@ -4,14 +4,17 @@
 //!
 //! One test binary; each module is one area. `make test` builds the binaries
 //! first; a missing binary or interpreter fails with the command that fixes it.
+//! `infra` needs neither: it parses infra/ and compares it with the code.
 
 mod integration {
     pub mod check;
     pub mod common;
     pub mod conformance;
+    pub mod durability;
     pub mod fake_gcs;
     pub mod fake_github;
     pub mod gcs;
     pub mod github_flow;
+    pub mod infra;
     pub mod run;
 }

@@ -6,8 +6,13 @@
 //!     job.json input.ipynb output.ipynb output.html result.json   attempt 1
 //!     attempts/{n}/job.json ... result.json       re-run n (n >= 2): its own folder
 //! src/{owner}/{repo}/{sha}.tar.gz                 the repository at that commit
-//! pipelines/{pipeline}/runs/{run_id}/state.json   a pipeline run; step folders below
+//! pipelines/{pipeline}/runs/{run_id}/state.json   a pipeline run (domain::pipeline::run)
+//!     metrics.json, model files ...               what the steps write to artifacts_dir (the run's folder)
+//!     steps/{i}-{stem}/job.json ... result.json   step i's job (i from 0, stem of its notebook)
+//! pipelines/{pipeline}/lock.json                  the active run and the one queued (domain::pipeline::lock)
+//! pipelines/{pipeline}/deployed.json              the version serving now and its metrics (the gate's baseline)
 //! deliveries/{id}                                 webhook dedupe markers (create-only)
+//! events/{bucket}/{generation}-{flat_id(object)}   finalize-event dedupe markers (create-only)
 //! active/ci/...                                   index of checks not completed yet
 //! queue/{topic}/{id}.json                         the local event bus's pending messages
 //! ```
@@ -36,14 +41,25 @@ pub const RESULT_FILE: &str = "result.json";
 pub const CHECK_FILE: &str = "check.json";
 /// A pipeline run's state.
 pub const RUN_STATE_FILE: &str = "state.json";
+/// What the last step of a pipeline writes to `artifacts_dir` for the gate.
+pub const METRICS_FILE: &str = "metrics.json";
+/// A pipeline's lock: its active run and the trigger queued behind it.
+pub const PIPELINE_LOCK_FILE: &str = "lock.json";
+/// The version of a pipeline's model that serves now.
+pub const DEPLOYED_FILE: &str = "deployed.json";
 
 const CI: &str = "ci";
 const SOURCES: &str = "src";
 const PIPELINES: &str = "pipelines";
 const DELIVERIES: &str = "deliveries";
+const EVENTS: &str = "events";
 const ACTIVE: &str = "active";
 const QUEUE: &str = "queue";
 const ATTEMPTS: &str = "attempts";
+const RUNS: &str = "runs";
+const STEPS: &str = "steps";
+/// The longest notebook stem kept in a step's folder name.
+const MAX_STEP_STEM: usize = 64;
 
 /// Why a key cannot name an object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +162,26 @@ pub fn delivery_key(delivery: &str) -> Result<String, InvalidKey> {
     Ok(key)
 }
 
+/// `events/{bucket}/{generation}-{flat_id(object)}`: the dedupe marker of
+/// the finalize event of one generation of one object.
+///
+/// A generation never repeats for an object name, so (bucket, object,
+/// generation) names one write: every redelivery of its event finds the
+/// marker, while a later write of the same name (a re-run's result) does not.
+/// The object's name is hashed because it is a path of its own, too long
+/// and too deep to nest under `events/` as it is.
+pub fn event_marker_key(bucket: &str, object: &str, generation: i64) -> Result<String, InvalidKey> {
+    let key = format!("{EVENTS}/{bucket}/{generation}-{}", flat_id(object));
+    validate_key(&key)?;
+    if bucket.contains('/') {
+        return Err(InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason: "a bucket name has no `/`",
+        });
+    }
+    Ok(key)
+}
+
 /// `queue/{topic}/{id}.json`: a message of the local event bus.
 pub fn queue_key(topic: &str, id: &str) -> String {
     format!("{QUEUE}/{topic}/{id}.json")
@@ -158,7 +194,93 @@ pub fn queue_prefix(topic: &str) -> String {
 
 /// `pipelines/{pipeline}/runs/{run_id}`: the folder of a pipeline run.
 pub fn pipeline_run_prefix(pipeline: &str, run_id: &str) -> String {
-    format!("{PIPELINES}/{pipeline}/runs/{run_id}")
+    format!("{PIPELINES}/{pipeline}/{RUNS}/{run_id}")
+}
+
+/// `pipelines/{pipeline}/runs/`: the prefix to list a pipeline's runs (run
+/// ids sort by time, so the listing is in order).
+pub fn pipeline_runs_prefix(pipeline: &str) -> String {
+    format!("{PIPELINES}/{pipeline}/{RUNS}/")
+}
+
+/// The state of the run whose folder is `run_prefix`.
+pub fn pipeline_run_state_key(run_prefix: &str) -> String {
+    format!("{run_prefix}/{RUN_STATE_FILE}")
+}
+
+/// The `metrics.json` the last step wrote to the run's folder (`artifacts_dir`).
+pub fn pipeline_metrics_key(run_prefix: &str) -> String {
+    format!("{run_prefix}/{METRICS_FILE}")
+}
+
+/// `pipelines/{pipeline}/lock.json`.
+pub fn pipeline_lock_key(pipeline: &str) -> String {
+    format!("{PIPELINES}/{pipeline}/{PIPELINE_LOCK_FILE}")
+}
+
+/// `pipelines/{pipeline}/deployed.json`.
+pub fn pipeline_deployed_key(pipeline: &str) -> String {
+    format!("{PIPELINES}/{pipeline}/{DEPLOYED_FILE}")
+}
+
+/// `{run}/steps/{index}-{stem}`: the folder of step `index` (from 0) of a
+/// run. The index keeps the folders in order and unique; the notebook's stem,
+/// cut to a safe key segment, tells a person which step it is.
+pub fn pipeline_step_prefix(run_prefix: &str, index: usize, notebook: &str) -> String {
+    let file = notebook.rsplit('/').next().unwrap_or(notebook);
+    let stem = file.strip_suffix(".ipynb").unwrap_or(file);
+    let stem: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_STEP_STEM)
+        .collect();
+    let stem = stem.trim_start_matches('.');
+    if stem.is_empty() {
+        format!("{run_prefix}/{STEPS}/{index}")
+    } else {
+        format!("{run_prefix}/{STEPS}/{index}-{stem}")
+    }
+}
+
+/// Which run and step a step's folder belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineStepRef<'a> {
+    pub pipeline: &'a str,
+    pub run_id: &'a str,
+    /// From 0.
+    pub step: usize,
+    /// The run's folder.
+    pub run_prefix: &'a str,
+}
+
+/// Reads a step's folder back (the job prefix of a `result.json` that
+/// [`classify`] found under `pipelines/`), or `None` for any other folder.
+pub fn pipeline_step_of(job_prefix: &str) -> Option<PipelineStepRef<'_>> {
+    let (run_prefix, folder) = job_prefix.rsplit_once(&format!("/{STEPS}/"))?;
+    let rest = run_prefix.strip_prefix(PIPELINES)?.strip_prefix('/')?;
+    let (pipeline, run_id) = rest.split_once(&format!("/{RUNS}/"))?;
+    if pipeline.is_empty() || pipeline.contains('/') || run_id.is_empty() || run_id.contains('/') {
+        return None;
+    }
+    if folder.contains('/') {
+        return None;
+    }
+    let digits = folder.split('-').next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(PipelineStepRef {
+        pipeline,
+        run_id,
+        step: digits.parse().ok()?,
+        run_prefix,
+    })
 }
 
 /// The files of one job, under its folder.
@@ -248,6 +370,70 @@ mod tests {
         assert!(check_prefix(&repo, &sha(), "../x.ipynb").is_err());
         assert!(delivery_key("abc-1").is_ok());
         assert!(delivery_key("a/b").is_err());
+    }
+
+    #[test]
+    fn event_markers_name_one_generation_of_one_object() {
+        let key = event_marker_key("b", "ci/o/r/s/nb.ipynb/result.json", 7).expect("valid");
+        assert!(key.starts_with("events/b/7-"), "{key}");
+        assert_eq!(key.len(), "events/b/7-".len() + 32);
+        assert_ne!(
+            key,
+            event_marker_key("b", "ci/o/r/s/nb.ipynb/result.json", 8).expect("valid")
+        );
+        assert_ne!(
+            key,
+            event_marker_key("c", "ci/o/r/s/nb.ipynb/result.json", 7).expect("valid")
+        );
+        for bad in ["", "a/b", "..", "."] {
+            assert!(event_marker_key(bad, "x", 1).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pipeline_keys_read_back() {
+        let run = pipeline_run_prefix("train", "20261130T031500Z-abc1234");
+        assert_eq!(run, "pipelines/train/runs/20261130T031500Z-abc1234");
+        assert_eq!(pipeline_run_state_key(&run), format!("{run}/state.json"));
+        assert_eq!(pipeline_metrics_key(&run), format!("{run}/metrics.json"));
+        assert_eq!(pipeline_lock_key("train"), "pipelines/train/lock.json");
+        assert_eq!(
+            pipeline_deployed_key("train"),
+            "pipelines/train/deployed.json"
+        );
+        assert!(run.starts_with(&pipeline_runs_prefix("train")));
+        let step = pipeline_step_prefix(&run, 1, "notebooks/train model.ipynb");
+        assert_eq!(step, format!("{run}/steps/1-train-model"));
+        assert!(validate_key(&job_file(&step, RESULT_FILE)).is_ok());
+        assert_eq!(
+            pipeline_step_of(&step),
+            Some(PipelineStepRef {
+                pipeline: "train",
+                run_id: "20261130T031500Z-abc1234",
+                step: 1,
+                run_prefix: &run,
+            })
+        );
+        let result = job_file(&step, RESULT_FILE);
+        assert_eq!(
+            classify(&result),
+            ResultKind::PipelineStep { job_prefix: &step }
+        );
+        assert_eq!(
+            pipeline_step_prefix(&run, 0, "..ipynb"),
+            format!("{run}/steps/0")
+        );
+        let long = pipeline_step_prefix(&run, 12, &format!("{}.ipynb", "é".repeat(300)));
+        assert!(validate_key(&long).is_ok(), "{long}");
+        for other in [
+            "pipelines/train/runs/r/model",
+            "pipelines/train/runs/r/steps/x-train",
+            "pipelines/train/runs/r/steps/1/extra",
+            "ci/o/r/steps/1-x",
+            "pipelines/train/r/steps/1-x",
+        ] {
+            assert_eq!(pipeline_step_of(other), None, "{other}");
+        }
     }
 
     #[test]

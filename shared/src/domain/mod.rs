@@ -14,6 +14,8 @@
 //!   (`check.json`), with leases and persisted retries.
 //! - [`layout`]: the bucket's keys; the only place that spells them.
 //! - [`deploy`]: what a deployment asks for and how it ends (the Deployer port's words).
+//! - [`pipeline`]: continuous delivery: the `nbci.yaml` spec, the state machine
+//!   of a pipeline run (`state.json`), the metric gate, one run per pipeline.
 
 pub mod check;
 pub mod deploy;
@@ -22,5 +24,6 @@ pub mod layout;
 pub mod notebook;
 pub mod outcome;
 pub mod params;
+pub mod pipeline;
 pub mod repo;
 pub mod trigger;

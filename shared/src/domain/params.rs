@@ -95,7 +95,8 @@ fn python_number_without_underscores(number: &str) -> Option<String> {
     Some(number.replace('_', ""))
 }
 
-fn is_identifier(name: &str) -> bool {
+/// Whether `name` is a Python identifier (what papermill can inject as a variable).
+pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
         && chars.all(|c| c == '_' || c.is_alphanumeric())

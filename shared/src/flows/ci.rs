@@ -80,7 +80,9 @@ pub struct CiSettings {
     pub lease_ttl: Duration,
     /// Waits between attempts of a step that failed transiently.
     pub backoff: Backoff,
-    /// This worker's name in leases (different for every process).
+    /// This process's name in leases: different for every process (a
+    /// restarted container has the same pid), so that leases of a dead
+    /// process are recognised. Each drive holds `{worker}/{n}`.
     pub worker: String,
     /// Where dispatch downloads tarballs (`None`: the system's temporary directory).
     pub scratch_dir: Option<PathBuf>,
@@ -204,6 +206,9 @@ pub struct Ci {
     tracker: TaskTracker,
     /// Cancelled at shutdown: timers stop waiting.
     shutdown: CancellationToken,
+    /// Numbers the drives of this process, so that two concurrent drives of
+    /// one check in one process exclude each other too.
+    drives: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now() -> f64 {
@@ -226,6 +231,7 @@ impl Ci {
             settings: Arc::new(settings),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            drives: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }
     }
 
@@ -592,6 +598,12 @@ impl Ci {
     /// something (a job, a backoff, another worker's lease) or is done.
     pub async fn drive(&self, prefix: &str) -> Result<(), CiError> {
         let key = layout::check_state_key(prefix);
+        let holder = format!(
+            "{}/{}",
+            self.settings.worker,
+            self.drives
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         for _ in 0..MAX_STEPS_PER_DRIVE {
             let Some((state, generation)) =
                 get_json::<CheckState>(self.store.as_ref(), &key).await?
@@ -614,10 +626,10 @@ impl Ci {
                 Step::Watch => return Ok(()),
                 _ => {}
             }
-            if state.leased_by_other(&self.settings.worker, now) {
+            if state.leased_by_other(&holder, now) {
                 return Ok(());
             }
-            let leased = state.leased(&self.settings.worker, now, self.settings.lease_ttl);
+            let leased = state.leased(&holder, now, self.settings.lease_ttl);
             let generation = match put_json(
                 self.store.as_ref(),
                 &key,
@@ -630,7 +642,23 @@ impl Ci {
                 Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
                 Err(error) => return Err(error.into()),
             };
-            let next = self.perform(&leased, step).await?.released();
+            // A panic in an adapter is a bug, but it must cost only this
+            // check a retry: the step runs in its own task.
+            let performed = tokio::spawn({
+                let ci = self.clone();
+                let leased = leased.clone();
+                async move { ci.perform(&leased, step).await }
+            })
+            .await;
+            let next = match performed {
+                Ok(next) => next?,
+                Err(panic) => {
+                    tracing::error!(check = %prefix, error = %panic, "a check step panicked; trying again later");
+                    let wait = self.settings.backoff.delay(leased.retry.failures.saturating_add(1));
+                    leased.failed_transiently(&format!("a step panicked: {panic}"), now, wait)
+                }
+            }
+            .released();
             match put_json(
                 self.store.as_ref(),
                 &key,
@@ -975,7 +1003,13 @@ impl Ci {
             return Ok(SweepResult::Nothing);
         };
         let now = now();
-        if void_leases && state.leased_by_other(&self.settings.worker, now) {
+        let mine = format!("{}/", self.settings.worker);
+        let held = |state: &CheckState| state.lease.as_ref().is_some_and(|lease| lease.until > now);
+        let of_a_dead_process = state
+            .lease
+            .as_ref()
+            .is_some_and(|lease| !lease.holder.starts_with(&mine));
+        if void_leases && held(&state) && of_a_dead_process {
             generation = put_json(
                 self.store.as_ref(),
                 &key,
@@ -985,7 +1019,7 @@ impl Ci {
             .await?;
             state = state.released();
         }
-        if state.phase != Phase::Running || state.leased_by_other(&self.settings.worker, now) {
+        if state.phase != Phase::Running || held(&state) {
             return Ok(SweepResult::Nothing);
         }
         let (Some(job), Some(handle)) = (&state.job, &state.handle) else {
@@ -1081,11 +1115,526 @@ enum SweepResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::local::store::LocalDirStore;
+    use crate::domain::job::JobHandle;
+    use crate::domain::repo::{CommitSha, InstallationId, RepoRef};
+    use crate::testing::{CallFault, FakeCheckRuns, FakeExecutor, FakeSources};
 
     #[test]
     fn links_are_signed_per_folder() {
         let key = Secret::new("k");
         assert_eq!(view_token(&key, "ci/x").len(), 32);
         assert_ne!(view_token(&key, "ci/x"), view_token(&key, "ci/y"));
+    }
+
+    const SHA: &str = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e";
+
+    fn notebook(metadata: &str) -> Vec<u8> {
+        format!(
+            r#"{{"nbformat": 4, "nbformat_minor": 5, "metadata": {metadata},
+               "cells": [{{"cell_type": "code", "source": "1", "metadata": {{}}, "outputs": [], "execution_count": null}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    struct World {
+        _dir: tempfile::TempDir,
+        store: Arc<LocalDirStore>,
+        checks: Arc<FakeCheckRuns>,
+        executor: Arc<FakeExecutor>,
+        ci: Ci,
+    }
+
+    fn world(changed: &[&str], files: &[(&str, &[u8])]) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalDirStore::new(dir.path()).expect("store"));
+        let checks = Arc::new(FakeCheckRuns::default());
+        let executor = Arc::new(FakeExecutor::default());
+        let sources = Arc::new(FakeSources::new(changed, files));
+        let ci = Ci::new(
+            store.clone(),
+            executor.clone(),
+            checks.clone(),
+            sources,
+            CiSettings {
+                public_url: Some("http://nbci.test".into()),
+                link_key: Some(Secret::new("k")),
+                backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+                lost_job_grace: Duration::from_secs(1),
+                scratch_dir: Some(dir.path().join("scratch")),
+                ..CiSettings::default()
+            },
+        );
+        World {
+            _dir: dir,
+            store,
+            checks,
+            executor,
+            ci,
+        }
+    }
+
+    fn trigger(delivery: &str, rerun: bool, only: Option<&str>) -> Trigger {
+        Trigger {
+            delivery: delivery.into(),
+            installation: InstallationId(1),
+            repo: RepoRef::parse("o/r").expect("repo"),
+            head_sha: CommitSha::try_from(SHA.to_owned()).expect("sha"),
+            base: Some("main".into()),
+            only: only.map(str::to_owned),
+            rerun,
+        }
+    }
+
+    impl World {
+        /// Writes the result a job would write, and delivers its finalize event.
+        async fn finish(&self, job: &Job, status: Status) {
+            let outcome = Outcome::without_result(
+                job,
+                status,
+                "done",
+                "file:///o".into(),
+                crate::util::time::now_rfc3339(),
+            );
+            self.store
+                .put(
+                    &job.result_key(),
+                    outcome.to_json(),
+                    "application/json",
+                    Precondition::None,
+                )
+                .await
+                .expect("result");
+            self.ci.on_result(&job.prefix).await.expect("on_result");
+        }
+
+        /// Waits until `done` holds for the fake GitHub (drives run in the background).
+        async fn until(&self, what: &str, done: impl Fn(&FakeCheckRuns) -> bool) {
+            for _ in 0..500 {
+                if done(&self.checks) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("timed out waiting for {what}: {:#?}", self.checks.runs());
+        }
+
+        async fn state(&self, notebook: &str) -> CheckState {
+            let prefix = layout::check_prefix(
+                &RepoRef::parse("o/r").expect("repo"),
+                &CommitSha::try_from(SHA.to_owned()).expect("sha"),
+                notebook,
+            )
+            .expect("prefix");
+            get_json::<CheckState>(self.store.as_ref(), &layout::check_state_key(&prefix))
+                .await
+                .expect("read")
+                .expect("state")
+                .0
+        }
+    }
+
+    fn submitted_once(world: &World, notebook: &str) -> bool {
+        world.executor.submissions_of(notebook).len() == 1
+    }
+
+    #[tokio::test]
+    async fn each_notebook_gets_one_check_that_ends_completed() {
+        let good = notebook("{}");
+        let world = world(
+            &["a.ipynb", "b.ipynb", "README.md"],
+            &[("a.ipynb", &good), ("b.ipynb", &good)],
+        );
+        let summary = world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        assert_eq!(summary.accepted, vec!["a.ipynb", "b.ipynb"]);
+        world
+            .until("in progress", |c| {
+                c.runs()
+                    .values()
+                    .filter(|r| r.status == "in_progress")
+                    .count()
+                    == 2
+            })
+            .await;
+        assert!(submitted_once(&world, "a.ipynb") && submitted_once(&world, "b.ipynb"));
+        let a = world.executor.submissions_of("a.ipynb").remove(0);
+        assert_eq!(
+            a.timeout(),
+            Some(Duration::from_secs(3600)),
+            "the default timeout applies"
+        );
+        let details = world.checks.runs_of("a.ipynb")[0]
+            .details_url
+            .clone()
+            .expect("link");
+        assert!(
+            details.starts_with("http://nbci.test/runs/ci/o/r/") && details.contains("token="),
+            "{details}"
+        );
+
+        // The same commit again (the push after the check suite): nothing new.
+        let again = world
+            .ci
+            .dispatch(&trigger("d2", false, None))
+            .await
+            .expect("dispatch");
+        assert_eq!(again.already_running.len(), 2);
+
+        world.finish(&a, Status::Succeeded).await;
+        world
+            .finish(&world.executor.submissions_of("b.ipynb")[0], Status::Failed)
+            .await;
+        world
+            .until("completed", |c| {
+                c.runs().values().all(|r| r.status == "completed")
+            })
+            .await;
+        assert_eq!(
+            world.checks.runs_of("a.ipynb")[0].conclusion.as_deref(),
+            Some("success")
+        );
+        assert_eq!(
+            world.checks.runs_of("b.ipynb")[0].conclusion.as_deref(),
+            Some("failure")
+        );
+        // A duplicate finalize event changes nothing.
+        assert_eq!(
+            world.ci.on_result(&a.prefix).await.expect("again"),
+            ResultHandling::Unchanged
+        );
+        assert_eq!(world.checks.runs().len(), 2, "one run per notebook");
+        world.until("markers removed", |_| true).await;
+        let _ = world.ci.sweep(false).await.expect("sweep");
+        assert!(world.store.list("active/").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lost_creation_answer_leaves_no_second_run() {
+        let good = notebook("{}");
+        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
+        world
+            .checks
+            .inject("create", None, vec![CallFault::LoseAnswer]);
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("in progress", |c| {
+                c.runs().values().any(|r| r.status == "in_progress")
+            })
+            .await;
+        assert_eq!(
+            world.checks.runs().len(),
+            1,
+            "found by external id, not created twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn github_outages_are_retried_until_it_takes_the_update() {
+        let good = notebook("{}");
+        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
+        let outage = |n| vec![CallFault::Fail(RemoteError::transient("502")); n];
+        world.checks.inject("update", None, outage(3));
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("in progress", |c| {
+                c.runs().values().any(|r| r.status == "in_progress")
+            })
+            .await;
+        world.checks.inject("update", None, outage(4));
+        world
+            .finish(
+                &world.executor.submissions_of("a.ipynb")[0],
+                Status::Succeeded,
+            )
+            .await;
+        world
+            .until("completed", |c| {
+                c.runs().values().all(|r| r.status == "completed")
+            })
+            .await;
+        assert_eq!(world.checks.runs().len(), 1);
+        assert_eq!(world.state("a.ipynb").await.phase, Phase::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_rerun_cancels_the_running_attempt_and_runs_in_its_own_folder() {
+        let good = notebook("{}");
+        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("in progress", |c| {
+                c.runs().values().any(|r| r.status == "in_progress")
+            })
+            .await;
+        let first = world.executor.submissions_of("a.ipynb").remove(0);
+        world
+            .ci
+            .dispatch(&trigger("d2", true, Some("a.ipynb")))
+            .await
+            .expect("rerun");
+        world
+            .ci
+            .dispatch(&trigger("d2", true, Some("a.ipynb")))
+            .await
+            .expect("the same rerun again");
+        world
+            .until("two runs", |c| {
+                c.runs().len() == 2 && c.runs().values().any(|r| r.status == "in_progress")
+            })
+            .await;
+        let runs = world.checks.runs_of("a.ipynb");
+        assert_eq!(
+            runs[0].conclusion.as_deref(),
+            Some("cancelled"),
+            "{runs:#?}"
+        );
+        assert_eq!(world.executor.cancelled.lock().expect("lock").len(), 1);
+        let second = world.executor.submissions_of("a.ipynb").remove(1);
+        assert!(second.prefix.ends_with("/attempts/2"), "{}", second.prefix);
+        assert_eq!(
+            world.executor.submissions_of("a.ipynb").len(),
+            2,
+            "the repeated rerun added nothing"
+        );
+        // The first attempt's result arrives late: it completes nothing.
+        world.finish(&first, Status::Succeeded).await;
+        assert_eq!(world.checks.runs_of("a.ipynb")[1].status, "in_progress");
+        world.finish(&second, Status::Failed).await;
+        world
+            .until("second completed", |c| {
+                c.runs_of("a.ipynb")[1].status == "completed"
+            })
+            .await;
+        assert_eq!(
+            world.checks.runs_of("a.ipynb")[1].conclusion.as_deref(),
+            Some("failure")
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_metadata_fails_the_check_with_its_reason_and_runs_nothing() {
+        let bad = notebook(r#"{"nbci": {"timeout": "soon"}}"#);
+        let huge = notebook(r#"{"nbci": {"timeout": 1e30}}"#);
+        let world = world(
+            &["bad.ipynb", "huge.ipynb"],
+            &[("bad.ipynb", &bad), ("huge.ipynb", &huge)],
+        );
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("completed", |c| {
+                c.runs().len() == 2 && c.runs().values().all(|r| r.status == "completed")
+            })
+            .await;
+        for name in ["bad.ipynb", "huge.ipynb"] {
+            let run = &world.checks.runs_of(name)[0];
+            assert_eq!(run.conclusion.as_deref(), Some("failure"), "{run:?}");
+            assert!(world.executor.submissions_of(name).is_empty());
+            let state = world.state(name).await;
+            let message = state.outcome.and_then(|o| o.message).unwrap_or_default();
+            assert!(message.contains("metadata.nbci.timeout"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unstorable_path_gets_a_note_and_holds_up_no_other_notebook() {
+        let good = notebook("{}");
+        let long = format!("{}.ipynb", "n".repeat(300));
+        let world = world(&[long.as_str(), "a.ipynb"], &[("a.ipynb", &good)]);
+        let summary = world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        assert_eq!(summary.unstorable, vec![long]);
+        world.until("note and check", |c| c.runs().len() == 2).await;
+        let note = world
+            .checks
+            .runs()
+            .into_values()
+            .find(|r| r.name == "nbci")
+            .expect("note");
+        assert_eq!(note.conclusion.as_deref(), Some("neutral"));
+        assert!(submitted_once(&world, "a.ipynb"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_adapter_affects_only_its_own_check() {
+        let good = notebook("{}");
+        let world = world(
+            &["a.ipynb", "b.ipynb"],
+            &[("a.ipynb", &good), ("b.ipynb", &good)],
+        );
+        world
+            .checks
+            .inject("create", Some("nbci / a.ipynb"), vec![CallFault::Panic]);
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("b in progress", |c| {
+                c.runs_of("b.ipynb")
+                    .first()
+                    .is_some_and(|r| r.status == "in_progress")
+            })
+            .await;
+        world
+            .finish(
+                &world.executor.submissions_of("b.ipynb")[0],
+                Status::Succeeded,
+            )
+            .await;
+        world
+            .until("b completed", |c| {
+                c.runs_of("b.ipynb")[0].status == "completed"
+            })
+            .await;
+        // The panicked step is done again by the next sweep (its lease expires,
+        // or the server that owns the bucket voids it at start).
+        world.ci.sweep(true).await.expect("sweep");
+        world
+            .until("a in progress", |c| {
+                c.runs_of("a.ipynb")
+                    .first()
+                    .is_some_and(|r| r.status == "in_progress")
+            })
+            .await;
+        assert_eq!(world.checks.runs_of("a.ipynb").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sweeps_complete_lost_and_overdue_jobs_and_resubmit_unknown_ones() {
+        let good = notebook("{}");
+        let quick = notebook(r#"{"nbci": {"timeout": 0.05}}"#);
+        let world = world(
+            &["failed.ipynb", "unknown.ipynb", "overdue.ipynb"],
+            &[
+                ("failed.ipynb", &good),
+                ("unknown.ipynb", &good),
+                ("overdue.ipynb", &quick),
+            ],
+        );
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("running", |c| {
+                c.runs()
+                    .values()
+                    .filter(|r| r.status == "in_progress")
+                    .count()
+                    == 3
+            })
+            .await;
+        for _ in 0..100 {
+            if world.state("overdue.ipynb").await.phase == Phase::Running
+                && world.state("failed.ipynb").await.phase == Phase::Running
+                && world.state("unknown.ipynb").await.phase == Phase::Running
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let failed = world.state("failed.ipynb").await.handle.expect("handle");
+        world.executor.set_state(
+            &failed,
+            JobState::Failed {
+                message: "image pull failed".into(),
+            },
+        );
+        let unknown = world.state("unknown.ipynb").await.handle.expect("handle");
+        world
+            .executor
+            .states
+            .lock()
+            .expect("lock")
+            .remove(&unknown.0);
+        tokio::time::sleep(Duration::from_millis(1200)).await; // past the overdue job's timeout + grace
+        let summary = world.ci.sweep(false).await.expect("sweep");
+        assert_eq!(
+            (summary.lost_jobs, summary.resubmitted),
+            (2, 1),
+            "{summary:?}"
+        );
+        world
+            .until("lost ones completed", |c| {
+                c.runs_of("failed.ipynb")[0].status == "completed"
+                    && c.runs_of("overdue.ipynb")[0].status == "completed"
+            })
+            .await;
+        assert_eq!(
+            world.checks.runs_of("overdue.ipynb")[0]
+                .conclusion
+                .as_deref(),
+            Some("timed_out")
+        );
+        let title = world.checks.runs_of("failed.ipynb")[0]
+            .title
+            .clone()
+            .unwrap_or_default();
+        assert!(title.contains("image pull failed"), "{title}");
+        assert!(
+            world
+                .executor
+                .cancelled
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|h| *h != JobHandle(String::new()))
+        );
+        world
+            .until("resubmitted", |_| {
+                world.executor.submissions_of("unknown.ipynb").len() == 2
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_abandons_the_check() {
+        let good = notebook("{}");
+        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
+        world.checks.inject(
+            "create",
+            None,
+            vec![CallFault::Fail(RemoteError::Permanent(
+                "404 Not Found".into(),
+            ))],
+        );
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        for _ in 0..200 {
+            if world.state("a.ipynb").await.phase == Phase::Abandoned {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(world.state("a.ipynb").await.phase, Phase::Abandoned);
+        assert!(world.executor.submitted.lock().expect("lock").is_empty());
     }
 }

@@ -43,7 +43,6 @@ pub struct CheckCall {
 }
 
 /// A fault the fake injects into matching calls (see [`FakeGitHub::inject`]).
-#[allow(dead_code)] // used by the durability tests
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Answer this status (with GitHub's error body) and do nothing.
@@ -365,6 +364,21 @@ impl FakeGitHub {
     /// A fake GitHub for one repository whose commit `head` changes `files`
     /// (compare answers) and whose tarball at `head` holds `tree`.
     pub async fn start(head: &str, changed: &[(&str, &str)], tree: &[(&str, Vec<u8>)]) -> Self {
+        Self::start_matching(head, &head[..7], changed, tree).await
+    }
+
+    /// Like [`FakeGitHub::start`], for every commit: each one changes
+    /// `changed` and holds `tree`.
+    pub async fn start_for_any_commit(changed: &[(&str, &str)], tree: &[(&str, Vec<u8>)]) -> Self {
+        Self::start_matching("[0-9a-f]{40}", "any", changed, tree).await
+    }
+
+    async fn start_matching(
+        head: &str,
+        short: &str,
+        changed: &[(&str, &str)],
+        tree: &[(&str, Vec<u8>)],
+    ) -> Self {
         let server = MockServer::start().await;
         let journal = Arc::new(Mutex::new(Journal::default()));
         Mock::given(method("POST"))
@@ -396,11 +410,13 @@ impl FakeGitHub {
             .mount(&server)
             .await;
         Mock::given(method("GET"))
-            .and(path(format!("/repos/{OWNER}/{REPO}/tarball/{head}")))
+            .and(path_regex(format!(
+                "^/repos/{OWNER}/{REPO}/tarball/{head}$"
+            )))
             .respond_with(Authorized(
                 ResponseTemplate::new(200)
                     .insert_header("content-type", "application/x-gzip")
-                    .set_body_bytes(tarball(&format!("{OWNER}-{REPO}-{}", &head[..7]), tree)),
+                    .set_body_bytes(tarball(&format!("{OWNER}-{REPO}-{short}"), tree)),
                 journal.clone(),
             ))
             .with_priority(1)
@@ -449,7 +465,6 @@ impl FakeGitHub {
         self.journal.lock().expect("journal").problems.clone()
     }
 
-    #[allow(dead_code)]
     /// Arms `fault` for the next `times` calls whose method is `method` and
     /// whose path contains `path_contains` (check runs and their listing).
     pub fn inject(&self, method: &str, path_contains: &str, fault: Fault, times: usize) {
@@ -461,7 +476,6 @@ impl FakeGitHub {
         });
     }
 
-    #[allow(dead_code)]
     /// Every check run as GitHub holds it now, by id.
     pub fn runs(&self) -> std::collections::BTreeMap<u64, Value> {
         self.journal.lock().expect("journal").runs.clone()

@@ -1,17 +1,43 @@
-//! Google Cloud: the ports implemented on Google's services, through the
-//! official `google-cloud-*` crates where they serve the need, and the JSON
-//! APIs over `reqwest` where they do not (calls the crates offer only over
-//! gRPC, which the emulators do not speak).
+//! Google Cloud: credentials, the bucket, the cloud executors, and what
+//! Google's services send to ours. Nothing here is seen by a flow: flows see the ports these
+//! types implement.
 //!
 //! # Layout
+//! - [`auth`]: the one way every Google adapter gets an access token, the
+//!   [`TokenSource`](auth::TokenSource) trait, and its Application Default
+//!   Credentials implementation (`google-cloud-auth`: the metadata server on
+//!   Cloud Run and in jobs, `GCE_METADATA_HOST` in tests, a key file on a laptop).
 //! - [`storage`]: [`GcsStore`](storage::GcsStore), the ObjectStore port on a
 //!   Cloud Storage bucket (or on fake-gcs-server through
-//!   `STORAGE_EMULATOR_HOST`), with generation preconditions as
-//!   `ifGenerationMatch` and files streamed in and out.
+//!   `STORAGE_EMULATOR_HOST`): the official `google-cloud-storage` client
+//!   for objects, the JSON API for list, delete and generation (the client
+//!   has them only over gRPC, which the emulator does not speak).
+//! - [`rest`]: one authenticated JSON call to a Google REST API, and Google's
+//!   error body sorted into the executor's rejected and unavailable.
+//! - [`jobs`]: what both executors derive from a job the same way: the
+//!   runner's arguments (**contract**), labels, durations, the settings.
+//! - [`vertex`]: jobs as Vertex AI CustomJobs, the default in the cloud
+//!   ([`VertexExecutor`](vertex::VertexExecutor)).
+//! - [`ai_platform`]: jobs as legacy AI Platform Training jobs
+//!   (`projects.jobs.create`), the seeds' shape, kept for API-compatible
+//!   endpoints ([`AiPlatformExecutor`](ai_platform::AiPlatformExecutor)).
+//! - [`events`]: Cloud Storage object events as Eventarc (binary or
+//!   structured CloudEvents) and Pub/Sub push subscriptions deliver them, and
+//!   the event bus's messages as Pub/Sub pushes them back to us.
 //!
-//! Credentials are Application Default Credentials (`google-cloud-auth`);
-//! every endpoint can be pointed at an emulator or a fake for tests.
+//! Every endpoint comes from the settings, so wiremock and API-compatible
+//! services work unchanged. Request bodies are checked in the tests against
+//! Google's published discovery documents (`tests/fixtures/google/`).
 
+pub mod ai_platform;
+pub mod auth;
+pub mod events;
+pub mod jobs;
+pub mod rest;
 pub mod storage;
+pub mod vertex;
 
 pub use storage::{GcsSettings, GcsSetupError, GcsStore};
+
+#[cfg(test)]
+pub(crate) mod discovery;

@@ -44,8 +44,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use google_cloud_auth::credentials::{CacheableResource, Credentials};
+use google_cloud_auth::credentials::Credentials;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_storage::client::Storage;
@@ -54,6 +56,7 @@ use google_cloud_storage::retry_policy::RetryableErrors;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use super::auth::{AdcTokenSource, CLOUD_PLATFORM_SCOPE, TokenSource};
 use crate::domain::layout::validate_key;
 use crate::ports::store::{Object, ObjectStore, Precondition, StoreError};
 use crate::util::retry::Backoff;
@@ -150,9 +153,9 @@ pub struct GcsStore {
     http: reqwest::Client,
     /// `{endpoint}/storage/v1/b/{bucket}/o`: the JSON API's objects collection.
     objects_url: url::Url,
-    /// The credentials whose headers the JSON API calls carry; `None` with
-    /// an emulator, which wants anonymous calls.
-    credentials: Option<Credentials>,
+    /// The bearer tokens of the JSON API calls (the family's one way to get
+    /// a token); `None` with an emulator, which wants anonymous calls.
+    tokens: Option<Arc<dyn TokenSource>>,
     /// The emulator's address; `None` on Google (shown by `Debug`).
     endpoint: Option<String>,
     retry_time_limit: Duration,
@@ -184,22 +187,27 @@ impl GcsStore {
                 Self::build(&settings, Some(endpoint), anonymous, None).await
             }
             None => {
+                // The client and the JSON API calls each keep their own
+                // token cache: one more token fetch an hour.
                 let adc = google_cloud_auth::credentials::Builder::default()
+                    .with_scopes([CLOUD_PLATFORM_SCOPE])
                     .build()
                     .map_err(|error| GcsSetupError::Credentials(error.to_string()))?;
-                Self::build(&settings, None, adc.clone(), Some(adc)).await
+                let tokens = AdcTokenSource::from_environment()
+                    .map_err(|error| GcsSetupError::Credentials(error.to_string()))?;
+                Self::build(&settings, None, adc, Some(Arc::new(tokens))).await
             }
         }
     }
 
     /// The store on `endpoint` (Google's when `None`): the client with
-    /// `sdk_credentials`, the JSON API calls with the headers of
-    /// `credentials` (none when `None`).
+    /// `sdk_credentials`, the JSON API calls with bearer tokens from
+    /// `tokens` (none when `None`).
     async fn build(
         settings: &GcsSettings,
         endpoint: Option<String>,
         sdk_credentials: Credentials,
-        credentials: Option<Credentials>,
+        tokens: Option<Arc<dyn TokenSource>>,
     ) -> Result<Self, GcsSetupError> {
         let bucket = parse_bucket(&settings.bucket)?;
         let mut builder = Storage::builder()
@@ -228,7 +236,7 @@ impl GcsStore {
             client,
             http,
             objects_url,
-            credentials,
+            tokens,
             endpoint,
             retry_time_limit: settings.retry_time_limit,
             list_page_size: settings
@@ -334,19 +342,13 @@ impl GcsStore {
         request: reqwest::RequestBuilder,
     ) -> Result<Attempt, StoreError> {
         let mut request = request.timeout(REQUEST_TIMEOUT);
-        if let Some(credentials) = &self.credentials {
-            match credentials.headers(Default::default()).await {
-                Ok(CacheableResource::New { data, .. }) => request = request.headers(data),
-                // Only answered to a caller that sent an entity tag; we never do.
-                Ok(CacheableResource::NotModified) => {}
+        if let Some(tokens) = &self.tokens {
+            match tokens.token().await {
+                Ok(token) => request = request.bearer_auth(token.expose()),
                 Err(error) if error.is_transient() => {
-                    return Ok(Attempt::Transient(format!("{what}: credentials: {error}")));
+                    return Ok(Attempt::Transient(format!("{what}: {error}")));
                 }
-                Err(error) => {
-                    return Err(StoreError::Rejected(format!(
-                        "{what}: credentials: {error}"
-                    )));
-                }
+                Err(error) => return Err(StoreError::Rejected(format!("{what}: {error}"))),
             }
         }
         let response = match request.send().await {
@@ -804,34 +806,8 @@ impl ObjectStore for GcsStore {
 mod tests {
     use super::*;
 
-    /// Credentials that always give one bearer token, as ADC would.
-    #[derive(Debug)]
-    struct FixedToken;
-
-    impl google_cloud_auth::credentials::CredentialsProvider for FixedToken {
-        async fn headers(
-            &self,
-            _: http::Extensions,
-        ) -> Result<CacheableResource<http::HeaderMap>, google_cloud_auth::errors::CredentialsError>
-        {
-            let mut headers = http::HeaderMap::new();
-            headers.insert(
-                http::header::AUTHORIZATION,
-                http::HeaderValue::from_static("Bearer ya29.test-token"),
-            );
-            Ok(CacheableResource::New {
-                entity_tag: google_cloud_auth::credentials::EntityTag::new(),
-                data: headers,
-            })
-        }
-
-        async fn universe_domain(&self) -> Option<String> {
-            None
-        }
-    }
-
     #[tokio::test]
-    async fn json_api_calls_carry_the_credentials_bearer_token() {
+    async fn json_api_calls_carry_a_bearer_token() {
         use wiremock::matchers::{header, method, path, query_param};
         use wiremock::{Mock, MockServer, ResponseTemplate};
         let server = MockServer::start().await;
@@ -872,12 +848,13 @@ mod tests {
             .respond_with(ResponseTemplate::new(418))
             .mount(&server)
             .await;
-        let credentials = Credentials::from(FixedToken);
         let store = GcsStore::build(
             &GcsSettings::new("gs://nbci-data", None),
             Some(server.uri()),
-            credentials.clone(),
-            Some(credentials),
+            google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            Some(Arc::new(crate::adapters::gcp::auth::FixedToken::new(
+                "ya29.test-token",
+            ))),
         )
         .await
         .expect("store");

@@ -64,6 +64,11 @@ impl LocalExecutor {
         }
     }
 
+    /// This process's random instance id (in every handle it gives).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// The running jobs' tasks, for a server to wait on (or abandon) at shutdown.
     pub fn tracker(&self) -> &TaskTracker {
         &self.tracker

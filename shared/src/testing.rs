@@ -1,0 +1,336 @@
+//! Fakes of the outside world for flow tests: no Python, no HTTP. Each keeps
+//! what a real service would hold (GitHub's check runs, an executor's jobs)
+//! so that tests assert on the world's final state, and can inject faults.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::domain::job::{Job, JobHandle, JobState};
+use crate::domain::repo::{CheckRunId, CommitRef};
+use crate::ports::RemoteError;
+use crate::ports::check_runs::{CheckRunUpdate, CheckRuns};
+use crate::ports::executor::{ExecutorError, NotebookExecutor};
+use crate::ports::sources::{ChangedPaths, Sources};
+
+/// One check run as the fake GitHub holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeRun {
+    pub name: String,
+    pub sha: String,
+    pub external_id: String,
+    /// queued, in_progress or completed.
+    pub status: &'static str,
+    /// success, failure, timed_out, cancelled, neutral.
+    pub conclusion: Option<String>,
+    pub title: Option<String>,
+    pub details_url: Option<String>,
+    /// Updates it received after creation.
+    pub updates: usize,
+}
+
+/// What a faulty call does.
+#[derive(Debug, Clone)]
+pub enum CallFault {
+    /// Fails before doing anything.
+    Fail(RemoteError),
+    /// Does the work, then fails as if the answer were lost.
+    LoseAnswer,
+    /// Panics (a bug in an adapter).
+    Panic,
+}
+
+#[derive(Debug, Default)]
+struct GitHubState {
+    runs: BTreeMap<u64, FakeRun>,
+    next: u64,
+    /// Faults for the next calls of an operation ("find", "create", "update"),
+    /// optionally only for one notebook's check (its name).
+    faults: Vec<(String, Option<String>, VecDeque<CallFault>)>,
+}
+
+/// The check runs GitHub would hold.
+#[derive(Debug, Default)]
+pub struct FakeCheckRuns {
+    state: Mutex<GitHubState>,
+}
+
+impl FakeCheckRuns {
+    /// Arms `faults` for the next calls of `operation` (on `name` only, if given).
+    pub fn inject(&self, operation: &str, name: Option<&str>, faults: Vec<CallFault>) {
+        self.lock()
+            .faults
+            .push((operation.into(), name.map(str::to_owned), faults.into()));
+    }
+
+    pub fn runs(&self) -> BTreeMap<u64, FakeRun> {
+        self.lock().runs.clone()
+    }
+
+    /// The runs of the check named `nbci / {notebook}`.
+    pub fn runs_of(&self, notebook: &str) -> Vec<FakeRun> {
+        let name = format!("nbci / {notebook}");
+        self.runs()
+            .into_values()
+            .filter(|run| run.name == name)
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GitHubState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fault(&self, operation: &str, name: &str) -> Option<CallFault> {
+        let mut state = self.lock();
+        let entry = state.faults.iter_mut().find(|(op, only, queue)| {
+            op == operation && only.as_deref().is_none_or(|n| n == name) && !queue.is_empty()
+        })?;
+        entry.2.pop_front()
+    }
+}
+
+#[async_trait]
+impl CheckRuns for FakeCheckRuns {
+    async fn find(
+        &self,
+        commit: &CommitRef,
+        name: &str,
+        external_id: &str,
+    ) -> Result<Vec<CheckRunId>, RemoteError> {
+        match self.fault("find", name) {
+            Some(CallFault::Fail(error)) => return Err(error),
+            Some(CallFault::Panic) => panic!("injected panic in find"),
+            _ => {}
+        }
+        Ok(self
+            .lock()
+            .runs
+            .iter()
+            .filter(|(_, run)| {
+                run.name == name && run.external_id == external_id && run.sha == commit.sha.as_str()
+            })
+            .map(|(id, _)| CheckRunId(*id))
+            .collect())
+    }
+
+    async fn create(
+        &self,
+        commit: &CommitRef,
+        name: &str,
+        external_id: &str,
+    ) -> Result<CheckRunId, RemoteError> {
+        let fault = self.fault("create", name);
+        match &fault {
+            Some(CallFault::Fail(error)) => return Err(error.clone()),
+            Some(CallFault::Panic) => panic!("injected panic in create"),
+            _ => {}
+        }
+        let mut state = self.lock();
+        state.next += 1;
+        let id = state.next;
+        state.runs.insert(
+            id,
+            FakeRun {
+                name: name.into(),
+                sha: commit.sha.as_str().into(),
+                external_id: external_id.into(),
+                status: "queued",
+                conclusion: None,
+                title: None,
+                details_url: None,
+                updates: 0,
+            },
+        );
+        match fault {
+            Some(CallFault::LoseAnswer) => {
+                Err(RemoteError::transient("502 Bad Gateway (answer lost)"))
+            }
+            _ => Ok(CheckRunId(id)),
+        }
+    }
+
+    async fn update(
+        &self,
+        _commit: &CommitRef,
+        id: CheckRunId,
+        update: &CheckRunUpdate,
+    ) -> Result<(), RemoteError> {
+        let name = self
+            .lock()
+            .runs
+            .get(&id.0)
+            .map(|run| run.name.clone())
+            .unwrap_or_default();
+        let fault = self.fault("update", &name);
+        match &fault {
+            Some(CallFault::Fail(error)) => return Err(error.clone()),
+            Some(CallFault::Panic) => panic!("injected panic in update"),
+            _ => {}
+        }
+        let mut state = self.lock();
+        let Some(run) = state.runs.get_mut(&id.0) else {
+            return Err(RemoteError::Permanent(format!("no check run {id}")));
+        };
+        run.updates += 1;
+        match update {
+            CheckRunUpdate::InProgress { details_url } => {
+                run.status = "in_progress";
+                run.details_url = details_url.clone();
+            }
+            CheckRunUpdate::Completed { outcome, .. } => {
+                run.status = "completed";
+                run.conclusion = Some(
+                    match outcome.status {
+                        crate::domain::outcome::Status::Succeeded => "success",
+                        crate::domain::outcome::Status::TimedOut => "timed_out",
+                        _ => "failure",
+                    }
+                    .into(),
+                );
+                run.title = Some(outcome.headline());
+            }
+            CheckRunUpdate::Cancelled { title, .. } => {
+                run.status = "completed";
+                run.conclusion = Some("cancelled".into());
+                run.title = Some(title.clone());
+            }
+            CheckRunUpdate::Note { title, .. } => {
+                run.status = "completed";
+                run.conclusion = Some("neutral".into());
+                run.title = Some(title.clone());
+            }
+        }
+        match fault {
+            Some(CallFault::LoseAnswer) => {
+                Err(RemoteError::transient("502 Bad Gateway (answer lost)"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_name(&self, notebook: &str) -> String {
+        format!("nbci / {notebook}")
+    }
+}
+
+/// A repository whose every commit changes `paths` and holds `files`.
+#[derive(Debug)]
+pub struct FakeSources {
+    pub paths: Vec<String>,
+    pub archive: Vec<u8>,
+    pub downloads: Mutex<usize>,
+}
+
+impl FakeSources {
+    /// `files` as GitHub's tarball lays them out (one top-level directory).
+    pub fn new(changed: &[&str], files: &[(&str, &[u8])]) -> Self {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, format!("o-r-abc/{name}"), *bytes)
+                .expect("append");
+        }
+        let archive = builder.into_inner().expect("tar").finish().expect("gzip");
+        Self {
+            paths: changed.iter().map(|p| (*p).to_owned()).collect(),
+            archive,
+            downloads: Mutex::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Sources for FakeSources {
+    async fn changed_paths(
+        &self,
+        _commit: &CommitRef,
+        _base: &str,
+    ) -> Result<ChangedPaths, RemoteError> {
+        Ok(ChangedPaths {
+            paths: self.paths.clone(),
+            capped: false,
+        })
+    }
+
+    async fn download_archive(&self, _commit: &CommitRef, dest: &Path) -> Result<(), RemoteError> {
+        *self.downloads.lock().expect("lock") += 1;
+        std::fs::write(dest, &self.archive).map_err(|e| RemoteError::Permanent(e.to_string()))
+    }
+}
+
+/// An executor that runs nothing: tests write results themselves.
+#[derive(Debug, Default)]
+pub struct FakeExecutor {
+    pub submitted: Mutex<Vec<Job>>,
+    pub cancelled: Mutex<Vec<JobHandle>>,
+    pub states: Mutex<BTreeMap<String, JobState>>,
+    pub faults: Mutex<VecDeque<ExecutorError>>,
+}
+
+impl FakeExecutor {
+    pub fn submissions_of(&self, notebook: &str) -> Vec<Job> {
+        self.submitted
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|job| job.notebook == notebook)
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_state(&self, handle: &JobHandle, state: JobState) {
+        self.states
+            .lock()
+            .expect("lock")
+            .insert(handle.0.clone(), state);
+    }
+}
+
+#[async_trait]
+impl NotebookExecutor for FakeExecutor {
+    async fn submit(&self, job: &Job) -> Result<JobHandle, ExecutorError> {
+        if let Some(error) = self.faults.lock().expect("lock").pop_front() {
+            return Err(error);
+        }
+        let mut submitted = self.submitted.lock().expect("lock");
+        submitted.push(job.clone());
+        let handle = JobHandle(format!("fake:{}", submitted.len()));
+        self.states
+            .lock()
+            .expect("lock")
+            .insert(handle.0.clone(), JobState::Running);
+        Ok(handle)
+    }
+
+    async fn status(&self, handle: &JobHandle) -> Result<JobState, ExecutorError> {
+        Ok(self
+            .states
+            .lock()
+            .expect("lock")
+            .get(&handle.0)
+            .cloned()
+            .unwrap_or(JobState::Unknown))
+    }
+
+    async fn cancel(&self, handle: &JobHandle) -> Result<(), ExecutorError> {
+        self.cancelled.lock().expect("lock").push(handle.clone());
+        self.states.lock().expect("lock").insert(
+            handle.0.clone(),
+            JobState::Cancelled {
+                message: "cancelled".into(),
+            },
+        );
+        Ok(())
+    }
+}
