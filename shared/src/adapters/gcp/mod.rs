@@ -24,6 +24,10 @@
 //! - [`events`]: Cloud Storage object events as Eventarc (binary or
 //!   structured CloudEvents) and Pub/Sub push subscriptions deliver them, and
 //!   the event bus's messages as Pub/Sub pushes them back to us.
+//! - [`oidc`]: the Google-signed ID tokens that Cloud Scheduler, Pub/Sub push
+//!   and Eventarc present, verified ([`OidcVerifier`](oidc::OidcVerifier):
+//!   RS256 only, Google's keys cached and refreshed within a rate limit), and
+//!   [`OidcGuard`](oidc::OidcGuard), which puts axum routes behind it.
 //!
 //! Every endpoint comes from the settings, so wiremock and API-compatible
 //! services work unchanged. Request bodies are checked in the tests against
@@ -33,6 +37,7 @@ pub mod ai_platform;
 pub mod auth;
 pub mod events;
 pub mod jobs;
+pub mod oidc;
 pub mod rest;
 pub mod storage;
 pub mod vertex;
