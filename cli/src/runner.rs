@@ -149,13 +149,13 @@ pub async fn runner(args: RunnerArgs) -> Result<u8, Failure> {
             return Ok(4);
         }
     };
-    let outcome = outcome.map_err(|error| Failure::infra(format!("no result could be written: {error}")))?;
+    let outcome =
+        outcome.map_err(|error| Failure::infra(format!("no result could be written: {error}")))?;
     if let Ok(Some(executed)) = store.get(&job.output_key()).await {
-        let scratch = tempfile::NamedTempFile::new().ok();
-        if let Some(file) = scratch {
-            if std::fs::write(file.path(), &executed.bytes).is_ok() {
-                log_streams(file.path());
-            }
+        if let Ok(file) = tempfile::NamedTempFile::new()
+            && std::fs::write(file.path(), &executed.bytes).is_ok()
+        {
+            log_streams(file.path());
         }
     }
     tracing::info!(notebook = %job.notebook, status = %outcome.status, "job finished");
