@@ -19,6 +19,10 @@
 //! - [`events`]: Cloud Storage object events as Eventarc (binary or
 //!   structured CloudEvents) and Pub/Sub push subscriptions deliver them, and
 //!   the event bus's messages as Pub/Sub pushes them back to us.
+//! - [`pubsub`]: the event bus on a Pub/Sub topic
+//!   ([`PubSubBus`](pubsub::PubSubBus), `google-cloud-pubsub` over gRPC): the
+//!   durable dispatch hand-off from github-webhook to `POST /dispatch`,
+//!   tested against a Pub/Sub emulator (cloudbox, `make pubsub-emulator`).
 //!
 //! Every endpoint comes from the settings, so wiremock and API-compatible
 //! services work unchanged. Request bodies are checked in the tests against
@@ -28,6 +32,7 @@ pub mod ai_platform;
 pub mod auth;
 pub mod events;
 pub mod jobs;
+pub mod pubsub;
 pub mod rest;
 pub mod vertex;
 
