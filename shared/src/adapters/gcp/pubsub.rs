@@ -51,7 +51,11 @@ use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message as PubSubMessage;
 use google_cloud_pubsub::retry_policy::RetryableErrors;
 
+use super::auth::CLOUD_PLATFORM_SCOPE;
 use crate::ports::bus::{BusError, EventBus, Message};
+
+/// Pub/Sub's global endpoint, the client's default.
+pub const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
 
 /// How long a publish may take at most, retries included (see "Bounded").
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(4);
@@ -187,32 +191,51 @@ fn valid_topic_id(topic: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.~+%".contains(&b))
 }
 
+/// Which credentials the client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubCredentials {
+    /// Application Default Credentials with the cloud-platform scope, as
+    /// every Google adapter here ([`auth`](super::auth)).
+    ApplicationDefault,
+    /// None: what emulators expect.
+    Anonymous,
+}
+
 /// What the bus needs, read from the configuration by `wiring`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubSubSettings {
     /// `NBCI_DISPATCH_TOPIC`: where messages go.
     pub topic: TopicName,
-    /// `http://host:port` of an emulator (from `PUBSUB_EMULATOR_HOST`):
-    /// plaintext gRPC and anonymous credentials. `None`: Google's endpoint
-    /// with Application Default Credentials.
-    pub emulator_endpoint: Option<String>,
+    /// The gRPC endpoint, `http(s)://host:port`; `None` is Google's
+    /// (`https://pubsub.googleapis.com`). `http` means plaintext (emulators).
+    pub endpoint: Option<String>,
+    pub credentials: PubSubCredentials,
     /// How long a publish may take at most (see "Bounded" above).
     pub publish_timeout: Duration,
 }
 
 impl PubSubSettings {
     /// Settings from `NBCI_DISPATCH_TOPIC` and `PUBSUB_EMULATOR_HOST` as the
-    /// environment spells them (the emulator host may be empty or absent).
+    /// environment spells them. With an emulator host (neither absent nor
+    /// empty), the emulator with anonymous credentials; else Google with
+    /// Application Default Credentials.
     pub fn new(topic: &str, emulator_host: Option<&str>) -> Result<Self, PubSubSetupError> {
-        let emulator_endpoint = match emulator_host.map(str::trim).filter(|h| !h.is_empty()) {
-            Some(host) => Some(emulator_endpoint(host)?),
-            None => None,
+        let topic = TopicName::parse(topic.trim())?;
+        let settings = match emulator_host.map(str::trim).filter(|h| !h.is_empty()) {
+            Some(host) => Self {
+                topic,
+                endpoint: Some(emulator_endpoint(host)?),
+                credentials: PubSubCredentials::Anonymous,
+                publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            },
+            None => Self {
+                topic,
+                endpoint: None,
+                credentials: PubSubCredentials::ApplicationDefault,
+                publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            },
         };
-        Ok(Self {
-            topic: TopicName::parse(topic.trim())?,
-            emulator_endpoint,
-            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
-        })
+        Ok(settings)
     }
 }
 
@@ -298,8 +321,9 @@ impl fmt::Debug for PubSubBus {
 
 impl PubSubBus {
     /// The publisher of `settings.topic`. Nothing is sent yet: an unreachable
-    /// Pub/Sub or a missing topic shows at the first publish (as 503), while
-    /// credentials that cannot be loaded at all fail here.
+    /// Pub/Sub, a missing topic or a metadata server that gives no token
+    /// show at the first publish (as 503), while a key file that cannot be
+    /// loaded at all fails here.
     pub async fn new(settings: PubSubSettings) -> Result<Self, PubSubSetupError> {
         let timeout = settings.publish_timeout;
         let builder = Publisher::builder(settings.topic.as_str())
@@ -317,16 +341,25 @@ impl PubSubBus {
                     .with_scaling(2.0)
                     .clamp(),
             );
-        let (builder, endpoint) = match &settings.emulator_endpoint {
-            Some(endpoint) => (
-                builder.with_endpoint(endpoint.clone()).with_credentials(
-                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
-                ),
-                endpoint.clone(),
-            ),
-            // The client's default: Google's endpoint and Application Default
-            // Credentials with Pub/Sub's scopes.
-            None => (builder, "https://pubsub.googleapis.com".to_owned()),
+        let credentials = match settings.credentials {
+            PubSubCredentials::Anonymous => {
+                google_cloud_auth::credentials::anonymous::Builder::new().build()
+            }
+            PubSubCredentials::ApplicationDefault => {
+                google_cloud_auth::credentials::Builder::default()
+                    .with_scopes([CLOUD_PLATFORM_SCOPE])
+                    .build()
+                    .map_err(|error| {
+                        PubSubSetupError::Client(format!(
+                            "Application Default Credentials cannot be loaded: {error}"
+                        ))
+                    })?
+            }
+        };
+        let builder = builder.with_credentials(credentials);
+        let (builder, endpoint) = match &settings.endpoint {
+            Some(endpoint) => (builder.with_endpoint(endpoint.clone()), endpoint.clone()),
+            None => (builder, GOOGLE_ENDPOINT.to_owned()),
         };
         let publisher = builder
             .build()

@@ -15,9 +15,12 @@ use tokio::sync::mpsc;
 
 use super::emulator::{PubSubEmulator, data_of};
 use super::*;
+use crate::adapters::gcp::auth::tests::{TOKEN_PATH, fake_metadata_server};
 use crate::adapters::gcp::events::parse_pushed_message;
 use crate::domain::repo::{CommitSha, InstallationId, RepoRef};
 use crate::domain::trigger::Trigger;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 const PROJECT: &str = "nbci-tests";
 
@@ -113,8 +116,13 @@ fn the_emulator_host_is_host_and_port_as_google_clients_read_it() {
     }
     let settings =
         PubSubSettings::new(" projects/my-project/topics/t-1 ", Some("")).expect("settings");
-    assert_eq!(settings.emulator_endpoint, None, "empty means unset");
+    assert_eq!(settings.endpoint, None, "empty means unset: Google");
+    assert_eq!(settings.credentials, PubSubCredentials::ApplicationDefault);
     assert_eq!(settings.publish_timeout, DEFAULT_PUBLISH_TIMEOUT);
+    let emulated =
+        PubSubSettings::new("projects/my-project/topics/t-1", Some("localhost:8085")).expect("ok");
+    assert_eq!(emulated.endpoint.as_deref(), Some("http://localhost:8085"));
+    assert_eq!(emulated.credentials, PubSubCredentials::Anonymous);
     assert!(
         PubSubSettings::new("projects/my-project/topics/t-1", Some("nohost"))
             .expect_err("no port")
@@ -376,4 +384,105 @@ async fn the_pushed_envelope_reaches_the_dispatch_route_as_the_message_published
         encode(&message).expect("encoded").attributes
     );
     server.abort();
+}
+
+/// Set by [`application_default_credentials_authenticate_the_publish`] for
+/// the child it starts: the endpoint and the topic, space-separated.
+const CHILD_MARKER: &str = "NBCI_TEST_PUBSUB_ADC_CHILD";
+/// The metadata server's answer to which universe (googleapis.com) it is in.
+const UNIVERSE_PATH: &str = "/computeMetadata/v1/universe/universe-domain";
+/// Printed by the child once it published, so that a child which skipped
+/// cannot pass for one that checked.
+const CHILD_SUCCESS: &str = "pubsub adc child: published with Application Default Credentials";
+
+/// Outside an emulator the client authenticates with Application Default
+/// Credentials: with no key file, the metadata server (Cloud Run). The test
+/// points `GCE_METADATA_HOST` at a fake one and the endpoint at the emulator
+/// (which accepts any token), and checks that publishing fetched the token
+/// there. `google-cloud-auth` reads that variable from the process
+/// environment only, so, as in `auth`'s tests, the publish runs in a child
+/// process of this test binary with the variable set in that child alone.
+#[tokio::test]
+async fn application_default_credentials_authenticate_the_publish() {
+    let emulator = PubSubEmulator::start().await;
+    let topic = topic("nbci-adc");
+    let pull = subscription("nbci-adc-pull");
+    emulator.create_topic(&topic).await;
+    emulator.create_subscription(&pull, &topic, None).await;
+    let metadata = fake_metadata_server("ya29.pubsub").await;
+    // The client also asks the metadata server which universe it is in.
+    Mock::given(method("GET"))
+        .and(path(UNIVERSE_PATH))
+        .and(header("Metadata-Flavor", "Google"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Metadata-Flavor", "Google")
+                .set_body_string("googleapis.com"),
+        )
+        .mount(&metadata)
+        .await;
+    let home = tempfile::tempdir().expect("empty home");
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "adapters::gcp::pubsub::tests::adc_child_publishes",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GCE_METADATA_HOST", metadata.address().to_string())
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("HOME", home.path())
+        .env(
+            CHILD_MARKER,
+            format!("http://{} {topic}", emulator.grpc_host),
+        )
+        .output()
+        .await
+        .expect("the child runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(CHILD_SUCCESS),
+        "child failed:\n{stdout}\n{stderr}\n{}",
+        emulator.log()
+    );
+    let token_requests = metadata
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|request| request.url.path() == TOKEN_PATH)
+        .count();
+    assert_eq!(token_requests, 1, "one token, fetched for the publish");
+    let received = emulator.pull(&pull, 1).await;
+    assert_eq!(
+        serde_json::from_slice::<Message>(&data_of(&received[0]["message"])).expect("message"),
+        dispatch("d-adc")
+    );
+}
+
+/// Run only by [`application_default_credentials_authenticate_the_publish`],
+/// in its own process.
+#[tokio::test]
+#[ignore = "a helper that application_default_credentials_authenticate_the_publish runs in a child process"]
+async fn adc_child_publishes() {
+    let Some(marker) = std::env::var_os(CHILD_MARKER) else {
+        eprintln!("skipped: run by application_default_credentials_authenticate_the_publish");
+        return;
+    };
+    let marker = marker.to_string_lossy().into_owned();
+    let (endpoint, topic) = marker.split_once(' ').expect("endpoint and topic");
+    let settings = PubSubSettings {
+        topic: TopicName::parse(topic).expect("topic"),
+        endpoint: Some(endpoint.to_owned()),
+        credentials: PubSubCredentials::ApplicationDefault,
+        publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+    };
+    let bus = PubSubBus::new(settings).await.expect("bus");
+    bus.publish_message(&dispatch("d-adc"))
+        .await
+        .expect("published with a token from the fake metadata server");
+    println!("{CHILD_SUCCESS}");
 }
