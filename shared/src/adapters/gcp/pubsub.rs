@@ -31,9 +31,10 @@
 //! duplicate it is (deliveries are at-least-once everywhere).
 //!
 //! # Client and credentials
-//! The [`Publisher`] is built once, at start-up, and shared: it keeps a gRPC
-//! connection pool and a background task, both meant to be reused across
-//! requests. Credentials are Application Default Credentials (the metadata
+//! The [`Publisher`] is built once and shared: it keeps a gRPC connection
+//! pool and a background task, both meant to be reused across requests (the
+//! bus is built at start-up; the client inside it by the first publish, see
+//! [`PubSubBus::new`]). Credentials are Application Default Credentials (the metadata
 //! server on Cloud Run, a key file on a laptop). With an emulator host
 //! (`PUBSUB_EMULATOR_HOST`, `host:port`, as Google's other client libraries
 //! read it) the client speaks plaintext gRPC to it with anonymous
@@ -47,9 +48,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
+use google_cloud_pubsub::builder::publisher::PublisherBuilder;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message as PubSubMessage;
 use google_cloud_pubsub::retry_policy::RetryableErrors;
+use tokio::sync::OnceCell;
 
 use super::auth::CLOUD_PLATFORM_SCOPE;
 use crate::ports::bus::{BusError, EventBus, Message};
@@ -301,7 +304,12 @@ pub fn encode(message: &Message) -> Result<Encoded, BusError> {
 
 /// The event bus on a Pub/Sub topic. Build one at start-up and share it.
 pub struct PubSubBus {
-    publisher: Publisher,
+    /// The client's configuration, checked; the client itself is built from
+    /// it once, by the first publish (see [`PubSubBus::new`]).
+    builder: PublisherBuilder,
+    /// The client, once built: one gRPC pool and one background task for
+    /// the life of the process.
+    publisher: OnceCell<Publisher>,
     topic: TopicName,
     /// The bound on one publish, retries and connection included.
     timeout: Duration,
@@ -315,32 +323,30 @@ impl fmt::Debug for PubSubBus {
             .field("topic", &self.topic.as_str())
             .field("endpoint", &self.endpoint)
             .field("timeout", &self.timeout)
+            .field("connected", &self.publisher.initialized())
             .finish_non_exhaustive()
     }
 }
 
 impl PubSubBus {
-    /// The publisher of `settings.topic`. Nothing is sent yet: an unreachable
-    /// Pub/Sub, a missing topic or a metadata server that gives no token
-    /// show at the first publish (as 503), while a key file that cannot be
-    /// loaded at all fails here.
-    pub async fn new(settings: PubSubSettings) -> Result<Self, PubSubSetupError> {
+    /// The bus of `settings.topic`, with everything that can be checked
+    /// without the network checked now: the topic's name, the endpoint, and
+    /// the credentials (a key file that cannot be loaded fails here, at
+    /// start-up).
+    ///
+    /// The client is built by the first publish, once, and then reused. It
+    /// is not built here because building it is async and spawns the
+    /// client's background task, which must live on the runtime that serves
+    /// requests, while wiring is synchronous; building connects to nothing
+    /// (the gRPC channel and the token are lazy), so the first publish pays
+    /// microseconds, not a round trip. An unreachable Pub/Sub, a missing
+    /// topic or a metadata server that gives no token show at a publish, as
+    /// [`BusError::Unavailable`].
+    ///
+    /// Call it within the Tokio runtime: Application Default Credentials
+    /// start their token cache's task when they are built.
+    pub fn new(settings: PubSubSettings) -> Result<Self, PubSubSetupError> {
         let timeout = settings.publish_timeout;
-        let builder = Publisher::builder(settings.topic.as_str())
-            // One message per call, sent at once: the webhook waits for its
-            // id, and batching would only add the batch's delay.
-            .set_message_count_threshold(1)
-            .set_delay_threshold(Duration::ZERO)
-            // The client retries transient errors for 600 s by default; the
-            // webhook cannot wait that long (see "Bounded").
-            .with_retry_policy(RetryableErrors.with_time_limit(timeout))
-            .with_backoff_policy(
-                ExponentialBackoffBuilder::new()
-                    .with_initial_delay(Duration::from_millis(100))
-                    .with_maximum_delay(Duration::from_secs(1))
-                    .with_scaling(2.0)
-                    .clamp(),
-            );
         let credentials = match settings.credentials {
             PubSubCredentials::Anonymous => {
                 google_cloud_auth::credentials::anonymous::Builder::new().build()
@@ -356,17 +362,39 @@ impl PubSubBus {
                     })?
             }
         };
-        let builder = builder.with_credentials(credentials);
+        let builder = Publisher::builder(settings.topic.as_str())
+            .with_credentials(credentials)
+            // One message per call, sent at once: the webhook waits for its
+            // id, and batching would only add the batch's delay.
+            .set_message_count_threshold(1)
+            .set_delay_threshold(Duration::ZERO)
+            // The client retries transient errors for 600 s by default; the
+            // webhook cannot wait that long (see "Bounded").
+            .with_retry_policy(RetryableErrors.with_time_limit(timeout))
+            .with_backoff_policy(
+                ExponentialBackoffBuilder::new()
+                    .with_initial_delay(Duration::from_millis(100))
+                    .with_maximum_delay(Duration::from_secs(1))
+                    .with_scaling(2.0)
+                    .clamp(),
+            );
         let (builder, endpoint) = match &settings.endpoint {
-            Some(endpoint) => (builder.with_endpoint(endpoint.clone()), endpoint.clone()),
+            Some(endpoint) => {
+                let url = url::Url::parse(endpoint).map_err(|error| {
+                    PubSubSetupError::Client(format!("the endpoint {endpoint:?}: {error}"))
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(PubSubSetupError::Client(format!(
+                        "the endpoint {endpoint:?} is not an http(s) URL"
+                    )));
+                }
+                (builder.with_endpoint(endpoint.clone()), endpoint.clone())
+            }
             None => (builder, GOOGLE_ENDPOINT.to_owned()),
         };
-        let publisher = builder
-            .build()
-            .await
-            .map_err(|error| PubSubSetupError::Client(error.to_string()))?;
         Ok(Self {
-            publisher,
+            builder,
+            publisher: OnceCell::new(),
             topic: settings.topic,
             timeout,
             endpoint,
@@ -386,24 +414,32 @@ impl PubSubBus {
         let outgoing = PubSubMessage::new()
             .set_data(data)
             .set_attributes(attributes);
-        let published = tokio::time::timeout(self.timeout, self.publisher.publish(outgoing)).await;
+        let published = tokio::time::timeout(self.timeout, async {
+            let publisher = self
+                .publisher
+                .get_or_try_init(|| self.builder.clone().build())
+                .await
+                .map_err(|error| format!("the Pub/Sub client cannot be built: {error}"))?;
+            publisher
+                .publish(outgoing)
+                .await
+                .map_err(|error| format!("Pub/Sub did not take the message: {error}"))
+        })
+        .await;
         match published {
             Ok(Ok(message_id)) => {
                 tracing::info!(message = %id, %message_id, topic = %self.topic, "published to Pub/Sub");
                 Ok(message_id)
             }
             Ok(Err(error)) => {
-                let reason = format!(
-                    "Pub/Sub did not take the message for {}: {error}",
-                    self.topic
-                );
+                let reason = format!("{} ({}): {error}", self.topic, self.endpoint);
                 tracing::warn!(message = %id, error = %reason, "publish failed");
                 Err(BusError::Unavailable(reason))
             }
             Err(_) => {
                 let reason = format!(
-                    "Pub/Sub did not acknowledge the message for {} within {:?}",
-                    self.topic, self.timeout
+                    "{} ({}): Pub/Sub did not acknowledge the message within {:?}",
+                    self.topic, self.endpoint, self.timeout
                 );
                 tracing::warn!(message = %id, error = %reason, "publish timed out");
                 Err(BusError::Unavailable(reason))

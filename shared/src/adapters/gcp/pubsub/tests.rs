@@ -45,10 +45,10 @@ fn subscription(id: &str) -> String {
 }
 
 /// A bus on the emulator's gRPC port, as `PUBSUB_EMULATOR_HOST` would set it.
-async fn bus_on(emulator: &PubSubEmulator, topic: &TopicName) -> PubSubBus {
+fn bus_on(emulator: &PubSubEmulator, topic: &TopicName) -> PubSubBus {
     let settings =
         PubSubSettings::new(topic.as_str(), Some(&emulator.grpc_host)).expect("settings");
-    PubSubBus::new(settings).await.expect("bus")
+    PubSubBus::new(settings).expect("bus")
 }
 
 fn attributes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -192,7 +192,7 @@ async fn a_publish_is_bounded_when_pubsub_does_not_answer() {
         let mut settings = PubSubSettings::new("projects/my-project/topics/dispatch", Some(&host))
             .expect("settings");
         settings.publish_timeout = Duration::from_millis(600);
-        let bus = PubSubBus::new(settings).await.expect("bus");
+        let bus = PubSubBus::new(settings).expect("bus");
         let started = Instant::now();
         let error = bus
             .publish(&dispatch("d-bounded"))
@@ -221,7 +221,7 @@ async fn publishes_over_grpc_and_the_message_is_pulled_back_intact() {
     let pull = subscription("nbci-dispatch-pull");
     emulator.create_topic(&topic).await;
     emulator.create_subscription(&pull, &topic, None).await;
-    let bus = bus_on(&emulator, &topic).await;
+    let bus = bus_on(&emulator, &topic);
     assert_eq!(bus.topic(), &topic);
 
     let first = dispatch("6f1ed002-ab5d-11ec-8d3d-0242ac130003");
@@ -272,7 +272,7 @@ async fn publishes_over_grpc_and_the_message_is_pulled_back_intact() {
 #[tokio::test]
 async fn a_missing_topic_is_unavailable_and_answered_at_once() {
     let emulator = PubSubEmulator::start().await;
-    let bus = bus_on(&emulator, &topic("nobody-created-me")).await;
+    let bus = bus_on(&emulator, &topic("nobody-created-me"));
     let started = Instant::now();
     let error = bus
         .publish(&dispatch("d-missing"))
@@ -286,6 +286,52 @@ async fn a_missing_topic_is_unavailable_and_answered_at_once() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Requests publish at the same time: the first ones build the one client
+/// together, and every message is sent on its own, with its own id.
+#[tokio::test]
+async fn concurrent_publishes_share_one_client() {
+    let emulator = PubSubEmulator::start().await;
+    let topic = topic("nbci-concurrent");
+    let pull = subscription("nbci-concurrent-pull");
+    emulator.create_topic(&topic).await;
+    emulator.create_subscription(&pull, &topic, None).await;
+    let bus = std::sync::Arc::new(bus_on(&emulator, &topic));
+    assert!(format!("{bus:?}").contains("connected: false"), "{bus:?}");
+    let mut publishes = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let bus = bus.clone();
+        publishes.spawn(async move {
+            let message = dispatch(&format!("delivery-{n}"));
+            (bus.publish_message(&message).await, message)
+        });
+    }
+    let mut published = BTreeMap::new();
+    while let Some(joined) = publishes.join_next().await {
+        let (id, message) = joined.expect("joined");
+        published.insert(id.expect("published"), message);
+    }
+    assert_eq!(published.len(), 12, "distinct ids: {published:?}");
+    assert!(format!("{bus:?}").contains("connected: true"), "{bus:?}");
+    for received in emulator.pull(&pull, 12).await {
+        let id = received["message"]["messageId"].as_str().expect("id");
+        let message: Message =
+            serde_json::from_slice(&data_of(&received["message"])).expect("message");
+        assert_eq!(published.get(id), Some(&message), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_that_is_not_a_url_is_refused_at_start_up() {
+    for endpoint in ["pubsub:8085", "ftp://pubsub:21", "not a url"] {
+        let settings = PubSubSettings {
+            endpoint: Some(endpoint.to_owned()),
+            ..PubSubSettings::new("projects/my-project/topics/t-1", None).expect("settings")
+        };
+        let error = PubSubBus::new(settings).expect_err(endpoint);
+        assert!(error.to_string().contains(endpoint), "{error}");
+    }
 }
 
 /// What the test's `/dispatch` route saw: the raw envelope and what our
@@ -348,7 +394,7 @@ async fn the_pushed_envelope_reaches_the_dispatch_route_as_the_message_published
         .await;
 
     let message = dispatch("0b2f6a5e-9a7d-4a3c-8f1e-5d6c7b8a9f00");
-    let bus = bus_on(&emulator, &relay).await;
+    let bus = bus_on(&emulator, &relay);
     bus.publish_message(&message).await.expect("published");
     let pulled = emulator.pull(&relay_pull, 1).await;
     let relayed = &pulled[0]["message"];
@@ -389,6 +435,10 @@ async fn the_pushed_envelope_reaches_the_dispatch_route_as_the_message_published
 /// Set by [`application_default_credentials_authenticate_the_publish`] for
 /// the child it starts: the endpoint and the topic, space-separated.
 const CHILD_MARKER: &str = "NBCI_TEST_PUBSUB_ADC_CHILD";
+/// The child's mode for a key file that cannot be loaded.
+const BAD_KEY_MODE: &str = "bad-key";
+/// Printed by the child once the bus refused the key file.
+const CHILD_REFUSED: &str = "pubsub adc child: the key file was refused at start-up";
 /// The metadata server's answer to which universe (googleapis.com) it is in.
 const UNIVERSE_PATH: &str = "/computeMetadata/v1/universe/universe-domain";
 /// Printed by the child once it published, so that a child which skipped
@@ -463,16 +513,60 @@ async fn application_default_credentials_authenticate_the_publish() {
     );
 }
 
-/// Run only by [`application_default_credentials_authenticate_the_publish`],
-/// in its own process.
+/// A key file that cannot be loaded fails when the bus is built (start-up),
+/// not at the first webhook; in a child process for the same reason as above.
 #[tokio::test]
-#[ignore = "a helper that application_default_credentials_authenticate_the_publish runs in a child process"]
+async fn a_key_file_that_cannot_be_loaded_fails_at_start_up() {
+    let home = tempfile::tempdir().expect("empty home");
+    let key = home.path().join("key.json");
+    std::fs::write(&key, b"{\"type\": \"no such credentials\"}").expect("key file");
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "adapters::gcp::pubsub::tests::adc_child_publishes",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+        .env("HOME", home.path())
+        .env(CHILD_MARKER, BAD_KEY_MODE)
+        .output()
+        .await
+        .expect("the child runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(CHILD_REFUSED),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Run only by [`application_default_credentials_authenticate_the_publish`]
+/// and [`a_key_file_that_cannot_be_loaded_fails_at_start_up`], in their own
+/// processes.
+#[tokio::test]
+#[ignore = "a helper that the ADC tests run in a child process"]
 async fn adc_child_publishes() {
     let Some(marker) = std::env::var_os(CHILD_MARKER) else {
         eprintln!("skipped: run by application_default_credentials_authenticate_the_publish");
         return;
     };
     let marker = marker.to_string_lossy().into_owned();
+    if marker == BAD_KEY_MODE {
+        let settings =
+            PubSubSettings::new("projects/my-project/topics/dispatch", None).expect("settings");
+        let error = PubSubBus::new(settings).expect_err("the key file is refused");
+        assert!(
+            error
+                .to_string()
+                .contains("Application Default Credentials"),
+            "{error}"
+        );
+        println!("{CHILD_REFUSED}");
+        return;
+    }
     let (endpoint, topic) = marker.split_once(' ').expect("endpoint and topic");
     let settings = PubSubSettings {
         topic: TopicName::parse(topic).expect("topic"),
@@ -480,7 +574,7 @@ async fn adc_child_publishes() {
         credentials: PubSubCredentials::ApplicationDefault,
         publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
     };
-    let bus = PubSubBus::new(settings).await.expect("bus");
+    let bus = PubSubBus::new(settings).expect("bus");
     bus.publish_message(&dispatch("d-adc"))
         .await
         .expect("published with a token from the fake metadata server");
