@@ -27,15 +27,15 @@
 //! client's per-attempt deadline does not cover), is cut off at the same
 //! bound. A publish that was cut off may still reach Pub/Sub afterwards; the
 //! webhook has answered 503 by then, and the redelivery GitHub is asked for
-//! publishes the same trigger again, which the dispatch flow takes as the
-//! duplicate it is (deliveries are at-least-once everywhere).
+//! publishes the same trigger again, which the CI flow takes as the duplicate
+//! it is (it creates each check once per repository, commit and notebook).
 //!
 //! # Client and credentials
 //! The [`Publisher`] is built once and shared: it keeps a gRPC connection
 //! pool and a background task, both meant to be reused across requests (the
-//! bus is built at start-up; the client inside it by the first publish, see
-//! [`PubSubBus::new`]). Credentials are Application Default Credentials (the metadata
-//! server on Cloud Run, a key file on a laptop). With an emulator host
+//! bus is built at start-up, the client inside it by the first publish: see
+//! [`PubSubBus::new`]). Credentials are Application Default Credentials (the
+//! metadata server on Cloud Run, a key file on a laptop). With an emulator host
 //! (`PUBSUB_EMULATOR_HOST`, `host:port`, as Google's other client libraries
 //! read it) the client speaks plaintext gRPC to it with anonymous
 //! credentials, as emulators expect; the official Rust client does not read
@@ -70,6 +70,8 @@ pub const ATTRIBUTE_TYPE: &str = "type";
 pub const ATTRIBUTE_ID: &str = "id";
 /// The attribute carrying a dispatch's `X-GitHub-Delivery`.
 pub const ATTRIBUTE_DELIVERY: &str = "delivery";
+/// Pub/Sub refuses attribute values longer than this (in bytes).
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
 
 /// Why the Pub/Sub bus could not be set up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -299,6 +301,10 @@ pub fn encode(message: &Message) -> Result<Encoded, BusError> {
     if let Message::Dispatch(trigger) = message {
         attributes.insert(ATTRIBUTE_DELIVERY.to_owned(), trigger.delivery.clone());
     }
+    // Attributes only repeat what the data holds: one that Pub/Sub would
+    // refuse (a delivery id far longer than GitHub's) is left out rather
+    // than failing the message.
+    attributes.retain(|_, value| value.len() <= MAX_ATTRIBUTE_VALUE_BYTES);
     Ok(Encoded { data, attributes })
 }
 
