@@ -75,8 +75,10 @@ conformance: setup build
 PUBSUB_EMULATOR := .emulators/pubsub
 PUBSUB_EMULATOR_SRC := tests/emulators/pubsub
 PUBSUB_EMULATOR_STAMP := $(PUBSUB_EMULATOR)/.nbci-cloudbox
-# Python 3.13 from pyenv (the machine's Pythons), else python3.13 on PATH.
-PYTHON313 ?= $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && test -x "$$p/bin/python" && echo "$$p/bin/python" || command -v python3.13)
+# Python 3.13 from pyenv (the machine's Pythons; pyenv on PATH or in its usual
+# place, for shells that did not set it up), else python3.13 on PATH.
+PYENV ?= $(shell command -v pyenv || echo "$${PYENV_ROOT:-$$HOME/.pyenv}/bin/pyenv")
+PYTHON313 ?= $(shell p=$$("$(PYENV)" prefix 3.13 2>/dev/null) && test -x "$$p/bin/python" && echo "$$p/bin/python" || command -v python3.13)
 
 pubsub-emulator: $(PUBSUB_EMULATOR_STAMP)
 

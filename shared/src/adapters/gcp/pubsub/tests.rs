@@ -352,7 +352,7 @@ async fn an_endpoint_that_is_not_a_url_is_refused_at_start_up() {
 /// parser read from it.
 type Pushed = (Value, Message);
 
-/// `POST /dispatch` as the lead mounts it, reduced to the parse: the
+/// `POST /dispatch` reduced to the parse (the service adds the handling): the
 /// envelope is read by `parse_pushed_message`, 204 when it reads, 400 when not.
 async fn receive_push(
     State(seen): State<mpsc::UnboundedSender<Pushed>>,
