@@ -66,8 +66,9 @@ module "github_webhook" {
   env = merge(local.common_env, {
     NBCI_PUBLIC_URL     = local.public_url
     NBCI_MAX_NOTEBOOKS  = tostring(var.max_notebooks)
-    NBCI_DISPATCH_TOPIC = google_pubsub_topic.dispatch.id
-    NBCI_OIDC_AUDIENCE  = local.service_urls.github_webhook
+    NBCI_DISPATCH_TOPIC  = google_pubsub_topic.dispatch.id
+    PUBSUB_EMULATOR_HOST = ""
+    NBCI_OIDC_AUDIENCE   = local.service_urls.github_webhook
     NBCI_OIDC_EMAIL     = google_service_account.push.email
     NBCI_OIDC_JWKS_URL  = ""
   })
@@ -142,9 +143,14 @@ module "scheduler" {
 
   env = merge(local.common_env, {
     NBCI_LOST_JOB_GRACE = var.lost_job_grace
-    NBCI_OIDC_AUDIENCE  = local.service_urls.scheduler
-    NBCI_OIDC_EMAIL     = google_service_account.ticks.email
-    NBCI_OIDC_JWKS_URL  = ""
+    # The scheduler is private: Cloud Run's IAM admits only the ticks
+    # account's ID token, and passes it on with its signature replaced
+    # (SIGNATURE_REMOVED_BY_GOOGLE), which the service could not verify
+    # again. So the service checks nothing itself here; github-webhook, which
+    # is public, verifies its /dispatch pushes.
+    NBCI_OIDC_AUDIENCE = ""
+    NBCI_OIDC_EMAIL    = ""
+    NBCI_OIDC_JWKS_URL = ""
   })
   secret_env = {
     GITHUB_APP_PRIVATE_KEY = local.secret_refs.app_private_key

@@ -222,6 +222,13 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
     },
     Variable {
+        name: "PUBSUB_EMULATOR_HOST",
+        default: Some("unset"),
+        meaning: "a Pub/Sub emulator (host:port): the dispatch topic is reached there, anonymously",
+        services: WEBHOOK,
+        secret: false,
+    },
+    Variable {
         name: "NBCI_OIDC_AUDIENCE",
         default: Some("unset: no token is required"),
         meaning: "the audience Google-signed ID tokens must carry on /tick and /dispatch (the service's URL)",
@@ -359,6 +366,8 @@ pub struct Config {
     pub project: Option<String>,
     pub region: String,
     pub dispatch_topic: Option<String>,
+    /// `PUBSUB_EMULATOR_HOST`, when the topic is an emulator's.
+    pub pubsub_emulator: Option<String>,
     pub oidc: Option<OidcSettings>,
     pub jobs: usize,
     pub max_notebooks: usize,
@@ -585,6 +594,7 @@ impl Config {
             project,
             region,
             dispatch_topic,
+            pubsub_emulator: value("PUBSUB_EMULATOR_HOST"),
             oidc,
             jobs: count("NBCI_JOBS", cores)?,
             max_notebooks: count("NBCI_MAX_NOTEBOOKS", 50)?,

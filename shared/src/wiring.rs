@@ -8,6 +8,9 @@
 //! | `NBCI_BUCKET` set / unset (`nbci serve`) | Cloud Storage / the directory bucket |
 //! | `NBCI_EXECUTOR` vertex, ai-platform / local | Vertex AI, AI Platform / papermill here |
 //! | `NBCI_DISPATCH_TOPIC` set / unset | Pub/Sub / the local bus (kept in the bucket) |
+//!
+//! The local bus runs in every process anyway: it replays what a killed
+//! process left queued, and carries the directory bucket's finalize events.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use crate::adapters::gcp::ai_platform::AiPlatformExecutor;
 use crate::adapters::gcp::auth::{AdcTokenSource, TokenSource};
 use crate::adapters::gcp::jobs::JobSettings;
 use crate::adapters::gcp::oidc::{OidcGuard, OidcSettings};
+use crate::adapters::gcp::pubsub::{PubSubBus, PubSubSettings};
 use crate::adapters::gcp::storage::{GcsSettings, GcsStore};
 use crate::adapters::gcp::vertex::VertexExecutor;
 use crate::adapters::github::{
@@ -261,7 +265,17 @@ impl Services {
         let (local_bus, worker) = LocalBus::new(store.clone(), backoff);
         let _ = bus_slot.set(local_bus.clone());
         background.spawn(worker.run(Arc::new(inbox.clone()), background.clone()));
-        let bus: Arc<dyn EventBus> = Arc::new(local_bus.clone());
+        let bus: Arc<dyn EventBus> = match &config.dispatch_topic {
+            None => Arc::new(local_bus.clone()),
+            Some(topic) => Arc::new(
+                PubSubSettings::new(topic, config.pubsub_emulator.as_deref())
+                    .and_then(PubSubBus::new)
+                    .map_err(|error| ConfigError::Invalid {
+                        name: "NBCI_DISPATCH_TOPIC",
+                        reason: error.to_string(),
+                    })?,
+            ),
+        };
         Ok(Self {
             config,
             store,
