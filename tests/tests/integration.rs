@@ -8,6 +8,7 @@
 
 mod integration {
     pub mod check;
+    pub mod cloud_loop;
     pub mod common;
     pub mod conformance;
     pub mod durability;
