@@ -597,7 +597,7 @@ async fn a_runner_stopped_by_sigterm_writes_an_error_result() {
     put_json(&store, &job.record_key(), &record, Precondition::None)
         .await
         .expect("job.json");
-    let mut runner = tokio::process::Command::new(nbci_binary())
+    let runner = tokio::process::Command::new(nbci_binary())
         .args([
             "runner",
             &format!("gs://{}/{}", gcs.bucket, job.record_key()),
