@@ -1,0 +1,1 @@
+//! Deploying to Vertex AI (placeholder).
