@@ -512,6 +512,9 @@ mod tests {
     use crate::ports::deployer::wait_for_deploy;
     use crate::util::retry::Backoff;
 
+    /// A change made to a valid request.
+    type Change = fn(&mut DeployRequest);
+
     const TOKEN: &str = "ya29.deploy-token";
     const MODEL: &str = "/v1/projects/demo-project/models/demo_model";
     const MODELS: &str = "/v1/projects/demo-project/models";
@@ -988,7 +991,7 @@ mod tests {
         let server = MockServer::start().await;
         fail_on_unexpected(&server).await;
         let deployer = deployer(&server);
-        let cases: [(fn(&mut DeployRequest), &str); 5] = [
+        let cases: [(Change, &str); 5] = [
             (|r| r.framework = "PYTORCH".into(), "PYTORCH"),
             (|r| r.runtime_version = None, "runtime_version"),
             (

@@ -943,6 +943,9 @@ mod tests {
     use crate::ports::deployer::wait_for_deploy;
     use crate::util::retry::Backoff;
 
+    /// A change made to a valid request.
+    type Change = fn(&mut DeployRequest);
+
     const TOKEN: &str = "ya29.vertex-deploy";
     const PARENT: &str = "projects/demo-project/locations/us-central1";
     /// Google names the project by number in what it answers.
@@ -1748,7 +1751,7 @@ mod tests {
     #[test]
     fn requests_vertex_would_refuse_are_not_planned() {
         let settings = DeploySettings::new("demo-project", "us-central1");
-        let cases: [(fn(&mut DeployRequest), &str); 4] = [
+        let cases: [(Change, &str); 4] = [
             (|r| r.framework = "CAFFE".into(), "image"),
             (|r| r.artifact_uri = "file:///x".into(), "Cloud Storage"),
             (|r| r.model = String::new(), "display name"),

@@ -456,6 +456,9 @@ mod tests {
     use crate::util::retry::Backoff;
     use crate::util::uri::file_uri;
 
+    /// A change made to a valid request.
+    type Change = fn(&mut DeployRequest);
+
     struct Setup {
         _dir: tempfile::TempDir,
         runs: PathBuf,
@@ -673,7 +676,7 @@ mod tests {
                 .is_file()
         );
 
-        let cases: [(fn(&mut DeployRequest), &str); 5] = [
+        let cases: [(Change, &str); 5] = [
             (
                 |r| r.artifact_uri = "gs://bucket/model".into(),
                 "this machine",
