@@ -506,7 +506,8 @@ mod tests {
     use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
     use super::*;
-    use crate::adapters::gcp::auth::FixedToken;
+    use crate::adapters::gcp::auth::tests::fake_metadata_server;
+    use crate::adapters::gcp::auth::{AdcTokenSource, FixedToken};
     use crate::adapters::gcp::deploy::tests::request;
     use crate::adapters::gcp::discovery::{Direction, Discovery, ML_DEPLOY};
     use crate::ports::deployer::wait_for_deploy;
@@ -1072,6 +1073,27 @@ mod tests {
         );
         assert!(deployer.set_serving("demo_model", "../x").await.is_err());
         checked_requests(&server).await;
+    }
+
+    #[tokio::test]
+    async fn tokens_come_from_application_default_credentials() {
+        let metadata = fake_metadata_server("ya29.from-metadata").await;
+        let server = MockServer::start().await;
+        fail_on_unexpected(&server).await;
+        Mock::given(method("GET"))
+            .and(path(MODEL))
+            .and(header("authorization", "Bearer ya29.from-metadata"))
+            .respond_with(answer(
+                "ml.projects.models.get",
+                json!({"name": "projects/demo-project/models/demo_model"}),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let tokens = AdcTokenSource::from_metadata_server(&metadata.uri()).expect("ADC");
+        let deployer =
+            AiPlatformDeployer::new(settings(&server), Arc::new(tokens)).expect("deployer");
+        assert_eq!(deployer.serving("demo_model").await.expect("read"), None);
     }
 
     #[test]

@@ -1636,6 +1636,112 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upload_still_running_past_the_limit_is_tried_again_later() {
+        let server = MockServer::start().await;
+        fail_on_unexpected(&server).await;
+        mount_list(&server, "models", json!({})).await;
+        mount(
+            &server,
+            "POST",
+            &format!("/v1/{PARENT}/models:upload"),
+            answer(
+                "aiplatform.projects.locations.models.upload",
+                operation(UPLOAD_OP, None),
+            ),
+            1,
+        )
+        .await;
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/{UPLOAD_OP}")))
+            .respond_with(answer(
+                "aiplatform.projects.locations.models.operations.get",
+                operation(UPLOAD_OP, None),
+            ))
+            .mount(&server)
+            .await;
+        let settings = DeploySettings {
+            vertex_endpoint: Some(server.uri()),
+            poll: FAST,
+            operation_timeout: Duration::from_millis(50),
+            ..DeploySettings::new("demo-project", "us-central1")
+        };
+        let deployer =
+            VertexDeployer::new(settings, Arc::new(FixedToken::new(TOKEN))).expect("deployer");
+        let error = deployer
+            .deploy(&request())
+            .await
+            .expect_err("still running");
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("still running"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_an_earlier_attempt_created_is_found_by_its_id() {
+        let server = MockServer::start().await;
+        fail_on_unexpected(&server).await;
+        mount_list(
+            &server,
+            "models",
+            json!({"models": [{"name": MODEL, "displayName": "demo_model"}]}),
+        )
+        .await;
+        mount(
+            &server,
+            "GET",
+            &format!("/v1/{MODEL}@v20261130t030000z-0123abc"),
+            answer(
+                "aiplatform.projects.locations.models.get",
+                json!({"name": MODEL, "versionId": "3"}),
+            ),
+            1,
+        )
+        .await;
+        // Listed before it existed (or by an index that lags), then 409.
+        mount_list(&server, "endpoints", json!({})).await;
+        mount(
+            &server,
+            "POST",
+            &format!("/v1/{PARENT}/endpoints"),
+            google_error(409, "ALREADY_EXISTS"),
+            1,
+        )
+        .await;
+        let ours = format!("{PARENT}/endpoints/{}", resource_id("demo_model"));
+        let mut found = endpoint(&[]);
+        found["name"] = json!(ours);
+        mount(
+            &server,
+            "GET",
+            &format!("/v1/{ours}"),
+            answer("aiplatform.projects.locations.endpoints.get", found),
+            1,
+        )
+        .await;
+        mount(
+            &server,
+            "POST",
+            &format!("/v1/{ours}:deployModel"),
+            answer(
+                "aiplatform.projects.locations.endpoints.deployModel",
+                operation(&format!("{ours}/operations/5"), None),
+            ),
+            1,
+        )
+        .await;
+        let handle = deployer(&server).deploy(&request()).await.expect("started");
+        assert_eq!(handle.0, format!("{ours}/operations/5"));
+        let calls = checked_requests(&server).await;
+        assert_eq!(
+            body_of(
+                &calls,
+                "aiplatform.projects.locations.endpoints.deployModel"
+            )["trafficSplit"],
+            json!({"0": 100}),
+            "an endpoint that serves nothing gets the new version's traffic"
+        );
+    }
+
+    #[tokio::test]
     async fn rollback_sends_all_traffic_to_the_kept_version() {
         let server = MockServer::start().await;
         fail_on_unexpected(&server).await;
