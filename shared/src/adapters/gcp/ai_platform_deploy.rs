@@ -779,31 +779,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_operation_error_fails_the_deployment_with_google_s_message() {
+    async fn an_operation_pending_twice_then_in_error_fails_with_google_s_message() {
         let server = MockServer::start().await;
         fail_on_unexpected(&server).await;
+        let at = format!("/v1/{OPERATION}");
+        Mock::given(method("GET"))
+            .and(path(at.as_str()))
+            .respond_with(answer("ml.projects.operations.get", operation(false, None)))
+            .up_to_n_times(2)
+            .expect(2)
+            .mount(&server)
+            .await;
+        let error = json!({
+            "code": 3,
+            "message": "Create Version failed. Bad model detected with error: \"Failed to load model\""
+        });
         mount(
             &server,
             "GET",
-            &format!("/v1/{OPERATION}"),
-            answer(
-                "ml.projects.operations.get",
-                operation(
-                    true,
-                    Some(json!({"code": 3, "message": "Create Version failed. Bad model detected with error: \"Failed to load model\""})),
-                ),
-            ),
+            &at,
+            answer("ml.projects.operations.get", operation(true, Some(error))),
             1,
         )
         .await;
-        let status = deployer(&server)
-            .poll(&request(), &DeployOperation(OPERATION.into()))
-            .await
-            .expect("polled");
+        let deployer = deployer(&server);
+        let handle = DeployOperation(OPERATION.into());
+        for _ in 0..2 {
+            assert_eq!(
+                deployer.poll(&request(), &handle).await.expect("pending"),
+                DeployStatus::Pending
+            );
+        }
+        let status = deployer.poll(&request(), &handle).await.expect("polled");
         let DeployStatus::Failed { message } = status else {
             panic!("{status:?}");
         };
         assert!(message.contains("Failed to load model"), "{message}");
+        // No setDefault for a failed version: the fallback would have failed.
     }
 
     #[tokio::test]
