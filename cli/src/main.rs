@@ -6,6 +6,7 @@
 mod check;
 mod progress;
 mod run;
+mod runner;
 mod serve;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Serve GitHub App webhooks and run notebook checks on this machine.
     Serve(serve::ServeArgs),
+    /// Run one cloud job: gs://BUCKET/PREFIX/job.json (the runner image's entrypoint).
+    Runner(runner::RunnerArgs),
 }
 
 /// A failure that ends the command with a given exit code and one message line.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Check(args) => check::check(args).await,
             Command::Serve(args) => serve::serve(args).await,
+            Command::Runner(args) => runner::runner(args).await,
         }
     });
     match result {

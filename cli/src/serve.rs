@@ -55,12 +55,13 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         tracing::warn!(%url, "NBCI_PUBLIC_URL is not set: details links point at this machine only");
         config.public_url = Some(url);
     }
-    let services =
-        Services::build(config, crate::progress::terminal(true)).map_err(Failure::usage)?;
+    let services = Services::build(config, crate::progress::terminal(true))
+        .await
+        .map_err(Failure::usage)?;
     let Some(state) = github_webhook::WebhookState::from_services(&services) else {
         return Err(Failure::usage("GITHUB_WEBHOOK_SECRET is not set"));
     };
-    let app = github_webhook::local_app(state, services.local_store.clone());
+    let app = github_webhook::app(state);
     tracing::info!(%addr, "nbci serve listening: POST /github, GET /runs/..., GET /healthz");
     services.recover().await;
     nbci_shared::http::run(listener, app, nbci_shared::http::shutdown_signal())

@@ -54,10 +54,15 @@ pub struct Variable {
 use Service::{GcsEvents, GithubWebhook, Scheduler, Serve};
 
 const ALL: &[Service] = &[GithubWebhook, GcsEvents, Scheduler, Serve];
-/// Services that drive checks. (gcs-events and the scheduler join them when
-/// they complete checks from finalize events and ticks.)
-const CHECKS: &[Service] = &[GithubWebhook, Serve];
+/// Services that drive checks: all of them (the webhook creates them,
+/// gcs-events completes them, the scheduler completes lost jobs).
+const CHECKS: &[Service] = ALL;
 const WEBHOOK: &[Service] = &[GithubWebhook, Serve];
+/// Services whose routes Google calls with an OIDC token they verify themselves.
+const OIDC: &[Service] = &[GithubWebhook, Scheduler, Serve];
+const TICKS: &[Service] = &[Scheduler, Serve];
+/// Only `nbci serve` runs on one machine (directory bucket, local executor).
+const LOCAL: &[Service] = &[Serve];
 
 /// Every variable any service reads (**contract**: the deployment and the
 /// README list exactly these).
@@ -101,20 +106,20 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_PUBLIC_URL",
         default: Some("none (nbci serve: its own address)"),
         meaning: "where executed notebooks are served, for the check runs' details links",
-        services: CHECKS,
+        services: WEBHOOK,
         secret: false,
     },
     Variable {
         name: "NBCI_DATA_DIR",
         default: Some(".nbci-data"),
         meaning: "the directory bucket: staged sources, check states, executed notebooks",
-        services: CHECKS,
+        services: LOCAL,
         secret: false,
     },
     Variable {
         name: "NBCI_EXECUTOR",
-        default: Some("local"),
-        meaning: "where notebooks run: local (papermill on this machine)",
+        default: Some("local in nbci serve, vertex in the cloud services"),
+        meaning: "where notebooks run: local (papermill on this machine), vertex (Vertex AI CustomJobs) or ai-platform (AI Platform Training jobs)",
         services: CHECKS,
         secret: false,
     },
@@ -122,7 +127,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_JOBS",
         default: Some("the number of cores"),
         meaning: "notebooks the local executor runs at once",
-        services: CHECKS,
+        services: LOCAL,
         secret: false,
     },
     Variable {
@@ -136,14 +141,14 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_JOB_TIMEOUT",
         default: Some("1h"),
         meaning: "whole-notebook limit of jobs whose notebook sets none (metadata.nbci.timeout)",
-        services: WEBHOOK,
+        services: CHECKS,
         secret: false,
     },
     Variable {
         name: "NBCI_LOST_JOB_GRACE",
         default: Some("10m"),
         meaning: "how long past its timeout a job may run before it is cancelled and its check timed out",
-        services: CHECKS,
+        services: TICKS,
         secret: false,
     },
     Variable {
@@ -157,7 +162,84 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_PYTHON",
         default: Some("a .venv above nbci or the working directory, else python3"),
         meaning: "the Python interpreter with papermill that runs notebooks locally",
-        services: CHECKS,
+        services: LOCAL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_BUCKET",
+        default: Some("none: nbci serve uses NBCI_DATA_DIR; the cloud services require it"),
+        meaning: "the Cloud Storage bucket (name or gs://name) for sources, check states and results",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "STORAGE_EMULATOR_HOST",
+        default: Some("unset"),
+        meaning: "a Cloud Storage emulator (host:port or URL): storage calls go there, anonymously",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_REGION",
+        default: Some("us-central1"),
+        meaning: "the region of Vertex AI jobs and endpoints (and AI Platform's region)",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_RUNNER_IMAGE",
+        default: None,
+        meaning: "the image cloud jobs run (entrypoint nbci; required for vertex and ai-platform)",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_RUNNER_SERVICE_ACCOUNT",
+        default: Some("the project's default compute account"),
+        meaning: "the service account cloud jobs run as",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_VERTEX_ENDPOINT",
+        default: Some("https://{region}-aiplatform.googleapis.com"),
+        meaning: "the Vertex AI API root (tests and API-compatible services)",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_ML_ENDPOINT",
+        default: Some("https://ml.googleapis.com"),
+        meaning: "the AI Platform (ml v1) API root (tests and API-compatible services)",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_DISPATCH_TOPIC",
+        default: Some("unset: the hand-off stays in the process"),
+        meaning: "a Pub/Sub topic (projects/P/topics/T) the webhook hands triggers to; its push subscription posts them to /dispatch",
+        services: WEBHOOK,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_OIDC_AUDIENCE",
+        default: Some("unset: no token is required"),
+        meaning: "the audience Google-signed ID tokens must carry on /tick and /dispatch (the service's URL)",
+        services: OIDC,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_OIDC_EMAIL",
+        default: Some("unset: any Google-signed token for the audience"),
+        meaning: "the service account those ID tokens must name (Cloud Scheduler's, Pub/Sub push's)",
+        services: OIDC,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_OIDC_JWKS_URL",
+        default: Some("https://www.googleapis.com/oauth2/v3/certs"),
+        meaning: "where Google's ID-token signing keys are read",
+        services: OIDC,
         secret: false,
     },
     Variable {
@@ -208,8 +290,25 @@ pub enum ConfigError {
 /// Where notebooks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutorKind {
-    /// papermill subprocesses on this machine.
+    /// papermill subprocesses on this machine (`nbci serve` only).
     Local,
+    /// Vertex AI CustomJobs.
+    Vertex,
+    /// Legacy AI Platform Training jobs (API-compatible endpoints).
+    AiPlatform,
+}
+
+/// The bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// A directory on this machine (`NBCI_DATA_DIR`).
+    Directory(PathBuf),
+    /// A Cloud Storage bucket (`NBCI_BUCKET`), through an emulator when
+    /// `STORAGE_EMULATOR_HOST` is set.
+    Gcs {
+        bucket: String,
+        emulator: Option<String>,
+    },
 }
 
 /// The GitHub App's settings.
@@ -219,6 +318,25 @@ pub struct GitHubSettings {
     /// The private key's PEM text (read from the file when a path was given).
     pub private_key: Secret,
     pub api_url: String,
+}
+
+/// Google Cloud settings of the cloud executors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudSettings {
+    pub project: String,
+    pub region: String,
+    pub runner_image: String,
+    pub runner_service_account: Option<String>,
+    pub vertex_endpoint: Option<String>,
+    pub ml_endpoint: Option<String>,
+}
+
+/// What Google-signed ID tokens must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    pub audience: String,
+    pub email: Option<String>,
+    pub jwks_url: Option<String>,
 }
 
 /// Everything a service reads, typed.
@@ -231,8 +349,17 @@ pub struct Config {
     /// The App (services that touch check runs).
     pub github: Option<GitHubSettings>,
     pub public_url: Option<String>,
+    pub storage: Storage,
+    /// Where the directory bucket is, or local scratch space beside a cloud one.
     pub data_dir: PathBuf,
     pub executor: ExecutorKind,
+    /// Google Cloud settings; present when `executor` is a cloud one.
+    pub cloud: Option<CloudSettings>,
+    /// `GOOGLE_CLOUD_PROJECT`, when set.
+    pub project: Option<String>,
+    pub region: String,
+    pub dispatch_topic: Option<String>,
+    pub oidc: Option<OidcSettings>,
     pub jobs: usize,
     pub max_notebooks: usize,
     pub job_timeout: Duration,
@@ -262,35 +389,51 @@ impl Config {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
+        let meaning = |name: &'static str| {
+            VARIABLES
+                .iter()
+                .find(|v| v.name == name)
+                .map_or("", |v| v.meaning)
+        };
         let required = |name: &'static str| -> Result<String, ConfigError> {
             value(name).ok_or_else(|| ConfigError::Missing {
                 name,
-                meaning: VARIABLES
-                    .iter()
-                    .find(|v| v.name == name)
-                    .map_or("", |v| v.meaning),
+                meaning: meaning(name),
             })
         };
         let invalid = |name: &'static str, reason: String| ConfigError::Invalid { name, reason };
         let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
             match value(name) {
                 None => Ok(default),
-                Some(text) => text
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        invalid(
-                            name,
-                            format!("expected a positive whole number, got {text:?}"),
-                        )
-                    }),
+                Some(text) => text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    invalid(name, format!("expected a positive whole number, got {text:?}"))
+                }),
             }
         };
         let duration = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
             match value(name) {
                 None => Ok(default),
                 Some(text) => parse_duration(&text).map_err(|reason| invalid(name, reason)),
+            }
+        };
+        let http_url = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            match value(name) {
+                None => Ok(None),
+                Some(text) => {
+                    let trimmed = text.trim_end_matches('/').to_owned();
+                    match url::Url::parse(&trimmed) {
+                        Ok(parsed)
+                            if matches!(parsed.scheme(), "http" | "https")
+                                && parsed.query().is_none() =>
+                        {
+                            Ok(Some(trimmed))
+                        }
+                        _ => Err(invalid(
+                            name,
+                            format!("{text:?} is not an http(s) URL without a query"),
+                        )),
+                    }
+                }
             }
         };
 
@@ -311,19 +454,7 @@ impl Config {
             let private_key = crate::adapters::github::app_auth::private_key_pem(&key)
                 .map_err(|reason| invalid("GITHUB_APP_PRIVATE_KEY", reason))?;
             let api_url =
-                value("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
-            let parsed = url::Url::parse(&api_url).map_err(|error| {
-                invalid(
-                    "GITHUB_API_URL",
-                    format!("{api_url:?} is not a URL: {error}"),
-                )
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
-                return Err(invalid(
-                    "GITHUB_API_URL",
-                    format!("{api_url:?} must be an http(s) URL without a query"),
-                ));
-            }
+                http_url("GITHUB_API_URL")?.unwrap_or_else(|| "https://api.github.com".into());
             Some(GitHubSettings {
                 app_id,
                 private_key: Secret::new(private_key),
@@ -332,31 +463,97 @@ impl Config {
         } else {
             None
         };
-        let public_url = match value("NBCI_PUBLIC_URL") {
-            None => None,
-            Some(url) => {
-                let trimmed = url.trim_end_matches('/').to_owned();
-                match url::Url::parse(&trimmed) {
-                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(trimmed),
-                    _ => {
-                        return Err(invalid(
-                            "NBCI_PUBLIC_URL",
-                            format!("{url:?} is not an http(s) URL"),
-                        ));
-                    }
+        let data_dir = value("NBCI_DATA_DIR").map_or_else(|| PathBuf::from(".nbci-data"), PathBuf::from);
+        let storage = match value("NBCI_BUCKET") {
+            Some(bucket) => {
+                let name = bucket.strip_prefix("gs://").unwrap_or(&bucket).trim_end_matches('/');
+                if !valid_bucket_name(name) {
+                    return Err(invalid(
+                        "NBCI_BUCKET",
+                        format!("{bucket:?} is not a bucket name (3-63 lowercase letters, digits, -, _ and .)"),
+                    ));
                 }
+                Storage::Gcs {
+                    bucket: name.to_owned(),
+                    emulator: value("STORAGE_EMULATOR_HOST"),
+                }
+            }
+            None if service == Service::Serve => Storage::Directory(data_dir.clone()),
+            None => {
+                return Err(ConfigError::Missing {
+                    name: "NBCI_BUCKET",
+                    meaning: "the Cloud Storage bucket; the directory bucket is for `nbci serve` only",
+                });
             }
         };
         let executor = match value("NBCI_EXECUTOR").as_deref() {
-            None | Some("local") => ExecutorKind::Local,
+            None if service == Service::Serve => ExecutorKind::Local,
+            None => ExecutorKind::Vertex,
+            Some("local") if service == Service::Serve => ExecutorKind::Local,
+            Some("vertex") => ExecutorKind::Vertex,
+            Some("ai-platform") => ExecutorKind::AiPlatform,
+            Some("local") => {
+                return Err(invalid(
+                    "NBCI_EXECUTOR",
+                    format!("local runs notebooks on this machine: only `nbci serve` does that, not {}", service.name()),
+                ));
+            }
             Some(other) => {
                 return Err(invalid(
                     "NBCI_EXECUTOR",
-                    format!(
-                        "{other:?}: this build runs notebooks with the local executor only (local)"
-                    ),
+                    format!("{other:?} is not one of local, vertex, ai-platform"),
                 ));
             }
+        };
+        let project = value("GOOGLE_CLOUD_PROJECT");
+        let region = value("NBCI_REGION").unwrap_or_else(|| "us-central1".into());
+        let cloud = match executor {
+            ExecutorKind::Local => None,
+            ExecutorKind::Vertex | ExecutorKind::AiPlatform => {
+                if !matches!(storage, Storage::Gcs { .. }) {
+                    return Err(ConfigError::Missing {
+                        name: "NBCI_BUCKET",
+                        meaning: "cloud jobs read their source from, and write results to, a Cloud Storage bucket",
+                    });
+                }
+                Some(CloudSettings {
+                    project: project.clone().ok_or(ConfigError::Missing {
+                        name: "GOOGLE_CLOUD_PROJECT",
+                        meaning: "the project cloud jobs run in",
+                    })?,
+                    region: region.clone(),
+                    runner_image: required("NBCI_RUNNER_IMAGE")?,
+                    runner_service_account: value("NBCI_RUNNER_SERVICE_ACCOUNT"),
+                    vertex_endpoint: http_url("NBCI_VERTEX_ENDPOINT")?,
+                    ml_endpoint: http_url("NBCI_ML_ENDPOINT")?,
+                })
+            }
+        };
+        let dispatch_topic = match value("NBCI_DISPATCH_TOPIC") {
+            None => None,
+            Some(topic) => {
+                let parts: Vec<&str> = topic.split('/').collect();
+                let valid = parts.len() == 4
+                    && parts[0] == "projects"
+                    && parts[2] == "topics"
+                    && !parts[1].is_empty()
+                    && !parts[3].is_empty();
+                if !valid {
+                    return Err(invalid(
+                        "NBCI_DISPATCH_TOPIC",
+                        format!("{topic:?} is not projects/PROJECT/topics/TOPIC"),
+                    ));
+                }
+                Some(topic)
+            }
+        };
+        let oidc = match value("NBCI_OIDC_AUDIENCE") {
+            None => None,
+            Some(audience) => Some(OidcSettings {
+                audience,
+                email: value("NBCI_OIDC_EMAIL"),
+                jwks_url: http_url("NBCI_OIDC_JWKS_URL")?,
+            }),
         };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Ok(Self {
@@ -364,10 +561,15 @@ impl Config {
             port,
             webhook_secret,
             github,
-            public_url,
-            data_dir: value("NBCI_DATA_DIR")
-                .map_or_else(|| PathBuf::from(".nbci-data"), PathBuf::from),
+            public_url: http_url("NBCI_PUBLIC_URL")?,
+            storage,
+            data_dir,
             executor,
+            cloud,
+            project,
+            region,
+            dispatch_topic,
+            oidc,
             jobs: count("NBCI_JOBS", cores)?,
             max_notebooks: count("NBCI_MAX_NOTEBOOKS", 50)?,
             job_timeout: duration("NBCI_JOB_TIMEOUT", Duration::from_secs(3600))?,
@@ -376,6 +578,19 @@ impl Config {
             python: value("NBCI_PYTHON").map(PathBuf::from),
         })
     }
+}
+
+/// Cloud Storage's bucket-name rules, in short: 3 to 63 characters of
+/// lowercase letters, digits, `-`, `_` and `.`, starting and ending with a
+/// letter or digit.
+fn valid_bucket_name(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && edge(name.chars().next())
+        && edge(name.chars().last())
 }
 
 #[cfg(test)]
@@ -427,11 +642,13 @@ mod tests {
         ];
         for (name, value) in [
             ("PORT", "http"),
-            ("NBCI_JOBS", "0"),
+            ("NBCI_BUCKET", "Not_A_Bucket!"),
+            ("NBCI_DISPATCH_TOPIC", "topics/t"),
             ("NBCI_MAX_NOTEBOOKS", "many"),
             ("NBCI_JOB_TIMEOUT", "soon"),
             ("NBCI_JOB_TIMEOUT", "1e30"),
             ("NBCI_EXECUTOR", "cloud"),
+            ("NBCI_EXECUTOR", "local"),
             ("GITHUB_API_URL", "ftp://x"),
             ("NBCI_PUBLIC_URL", "not a url"),
         ] {
@@ -443,6 +660,18 @@ mod tests {
         let config = Config::from_lookup(Service::GithubWebhook, lookup(&base)).expect("valid");
         assert_eq!(config.job_timeout, Duration::from_secs(3600));
         assert_eq!(config.port, 8080);
+        assert_eq!(config.executor, ExecutorKind::Vertex, "the cloud default");
+        assert_eq!(
+            config.storage,
+            Storage::Gcs { bucket: "my-bucket".into(), emulator: None }
+        );
+        // A cloud executor names what it lacks.
+        let without_image: Vec<_> = base.iter().copied().filter(|(n, _)| *n != "NBCI_RUNNER_IMAGE").collect();
+        let error = Config::from_lookup(Service::GithubWebhook, lookup(&without_image)).expect_err("image");
+        assert!(matches!(error, ConfigError::Missing { name: "NBCI_RUNNER_IMAGE", .. }), "{error}");
+        // nbci serve needs nothing of Google's.
+        let local = Config::from_lookup(Service::Serve, lookup(&base[..3])).expect("serve");
+        assert_eq!((local.executor, local.storage), (ExecutorKind::Local, Storage::Directory(".nbci-data".into())));
         assert!(
             !format!("{config:?}").contains("s3cret"),
             "secrets never print"
@@ -452,7 +681,17 @@ mod tests {
     #[test]
     fn a_service_reads_only_its_variables() {
         // gcs-events receives no webhooks: it needs no webhook secret.
-        let vars = [("NBCI_MAX_NOTEBOOKS", "x"), ("PORT", "9000")];
+        let vars = [
+            ("NBCI_MAX_NOTEBOOKS", "x"),
+            ("NBCI_JOBS", "x"),
+            ("PORT", "9000"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_APP_PRIVATE_KEY", KEY),
+            ("NBCI_BUCKET", "b-1"),
+            ("NBCI_EXECUTOR", "ai-platform"),
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+            ("NBCI_RUNNER_IMAGE", "img"),
+        ];
         let config = Config::from_lookup(Service::GcsEvents, lookup(&vars)).expect("valid");
         assert!(config.webhook_secret.is_none());
         assert_eq!(config.max_notebooks, 50, "not its variable: not read");

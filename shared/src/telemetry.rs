@@ -9,8 +9,18 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls are ignored (tests call it freely).
 pub fn init() {
+    init_with(std::env::var_os("K_SERVICE").is_some());
+}
+
+/// Like [`init`], with JSON lines for Cloud Logging whatever the environment
+/// (a cloud job: Vertex AI and AI Platform collect its stderr).
+pub fn init_json() {
+    init_with(true);
+}
+
+fn init_with(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if std::env::var_os("K_SERVICE").is_some() {
+    if json {
         let _ = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)

@@ -2,6 +2,12 @@
 //! [`Config`] into every port as an `Arc<dyn Port>` and the flows over them.
 //! Every function's `main`, `nbci serve` and the integration tests build
 //! through it, so what is tested is what runs.
+//!
+//! | setting | adapter |
+//! |---|---|
+//! | `NBCI_BUCKET` set / unset (`nbci serve`) | Cloud Storage / the directory bucket |
+//! | `NBCI_EXECUTOR` vertex, ai-platform / local | Vertex AI, AI Platform / papermill here |
+//! | `NBCI_DISPATCH_TOPIC` set / unset | Pub/Sub / the local bus (kept in the bucket) |
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -9,6 +15,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::adapters::gcp::ai_platform::AiPlatformExecutor;
+use crate::adapters::gcp::auth::{AdcTokenSource, TokenSource};
+use crate::adapters::gcp::jobs::JobSettings;
+use crate::adapters::gcp::storage::{GcsSettings, GcsStore};
+use crate::adapters::gcp::vertex::VertexExecutor;
 use crate::adapters::github::{
     AppCredentials, GitHubApp, GitHubClient, GitHubConfig, InstallationTokens,
 };
@@ -17,7 +28,8 @@ use crate::adapters::local::engine::{PapermillEngine, ProgressSink, Python};
 use crate::adapters::local::executor::LocalExecutor;
 use crate::adapters::local::runner::{JobRunner, sweep_checkouts};
 use crate::adapters::local::store::LocalDirStore;
-use crate::config::{Config, ConfigError, ExecutorKind};
+use crate::config::{CloudSettings, Config, ConfigError, ExecutorKind, Storage};
+use crate::domain::layout::{ResultKind, classify};
 use crate::flows::ci::{Ci, CiSettings};
 use crate::flows::inbox::Inbox;
 use crate::ports::bus::{EventBus, Message};
@@ -36,12 +48,18 @@ pub enum WiringError {
     /// Occurs when the data directory cannot be the bucket.
     #[error("NBCI_DATA_DIR {0}")]
     DataDir(#[from] crate::adapters::local::store::OpenError),
+    /// Occurs when the Cloud Storage client cannot be built.
+    #[error("NBCI_BUCKET: {0}")]
+    Bucket(String),
     /// Occurs when no Python with papermill is found.
     #[error("NBCI_PYTHON: {0}")]
     Python(#[from] crate::adapters::local::engine::EngineError),
     /// Occurs when the GitHub client cannot be built.
     #[error("GITHUB_API_URL: {0}")]
     GitHub(String),
+    /// Occurs when Google credentials or a cloud executor cannot be set up.
+    #[error("{0}")]
+    Cloud(String),
 }
 
 /// How often a server without Cloud Scheduler sweeps its active checks.
@@ -52,82 +70,155 @@ pub const LOCAL_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Services {
     pub config: Config,
     pub store: Arc<dyn ObjectStore>,
-    /// The directory bucket itself (to serve executed notebooks from it).
-    pub local_store: Arc<LocalDirStore>,
+    /// The directory bucket, when that is the bucket.
+    pub local_store: Option<Arc<LocalDirStore>>,
     pub bus: Arc<dyn EventBus>,
     pub executor: Arc<dyn NotebookExecutor>,
     pub check_runs: Arc<dyn CheckRuns>,
     pub sources: Arc<dyn Sources>,
     pub ci: Ci,
     pub inbox: Inbox,
-    local_bus: LocalBus,
-    local_executor: LocalExecutor,
+    local_bus: Option<LocalBus>,
+    local_executor: Option<LocalExecutor>,
     background: TaskTracker,
     stop: CancellationToken,
+}
+
+/// A name for this process in leases: the service, the pid and a random
+/// part (a restarted container has the same pid).
+fn worker_name(config: &Config) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!(
+        "{}-{}-{:08x}",
+        config.service.name().replace(' ', "-"),
+        std::process::id(),
+        hasher.finish() as u32
+    )
+}
+
+fn github_app(config: &Config) -> Result<Arc<GitHubApp>, WiringError> {
+    let github = config.github.clone().ok_or(ConfigError::Missing {
+        name: "GITHUB_APP_ID",
+        meaning: "the GitHub App's id (or client id)",
+    })?;
+    let credentials =
+        AppCredentials::new(&github.app_id, github.private_key.expose().as_bytes()).map_err(
+            |error| match error {
+                crate::adapters::github::AuthError::InvalidVariable { name, reason } => {
+                    ConfigError::Invalid { name, reason }
+                }
+                other => ConfigError::Invalid {
+                    name: "GITHUB_APP_PRIVATE_KEY",
+                    reason: other.to_string(),
+                },
+            },
+        )?;
+    let client = GitHubClient::new(GitHubConfig {
+        api_url: github.api_url.clone(),
+        ..GitHubConfig::default()
+    })
+    .map_err(|error| WiringError::GitHub(error.to_string()))?;
+    let tokens = Arc::new(InstallationTokens::new(credentials, client.clone()));
+    Ok(Arc::new(GitHubApp::new(client, tokens)))
+}
+
+fn cloud_executor(
+    kind: ExecutorKind,
+    cloud: &CloudSettings,
+    bucket: &str,
+) -> Result<Arc<dyn NotebookExecutor>, WiringError> {
+    let tokens: Arc<dyn TokenSource> = Arc::new(
+        AdcTokenSource::from_environment().map_err(|error| WiringError::Cloud(error.to_string()))?,
+    );
+    let mut settings = JobSettings::new(
+        &cloud.project,
+        &cloud.region,
+        bucket,
+        &cloud.runner_image,
+    );
+    settings.service_account = cloud.runner_service_account.clone();
+    settings.endpoint = match kind {
+        ExecutorKind::AiPlatform => cloud.ml_endpoint.clone(),
+        _ => cloud.vertex_endpoint.clone(),
+    };
+    let executor: Arc<dyn NotebookExecutor> = match kind {
+        ExecutorKind::AiPlatform => Arc::new(
+            AiPlatformExecutor::new(settings, tokens)
+                .map_err(|error| WiringError::Cloud(error.to_string()))?,
+        ),
+        _ => Arc::new(
+            VertexExecutor::new(settings, tokens)
+                .map_err(|error| WiringError::Cloud(error.to_string()))?,
+        ),
+    };
+    Ok(executor)
 }
 
 impl Services {
     /// Builds every adapter `config` asks for and starts the bus's worker.
     /// `progress` hears every cell of locally run notebooks (the terminal of
     /// `nbci serve`). Call [`Services::recover`] once the server listens.
-    pub fn build(config: Config, progress: ProgressSink) -> Result<Self, WiringError> {
-        let ExecutorKind::Local = config.executor;
-        let github = config.github.clone().ok_or(ConfigError::Missing {
-            name: "GITHUB_APP_ID",
-            meaning: "the GitHub App's id (or client id)",
-        })?;
-        let credentials =
-            AppCredentials::new(&github.app_id, github.private_key.expose().as_bytes()).map_err(
-                |error| match error {
-                    crate::adapters::github::AuthError::InvalidVariable { name, reason } => {
-                        ConfigError::Invalid { name, reason }
-                    }
-                    other => ConfigError::Invalid {
-                        name: "GITHUB_APP_PRIVATE_KEY",
-                        reason: other.to_string(),
-                    },
-                },
-            )?;
-        let client = GitHubClient::new(GitHubConfig {
-            api_url: github.api_url.clone(),
-            ..GitHubConfig::default()
-        })
-        .map_err(|error| WiringError::GitHub(error.to_string()))?;
-        let tokens = Arc::new(InstallationTokens::new(credentials, client.clone()));
-        let app = Arc::new(GitHubApp::new(client, tokens));
+    pub async fn build(config: Config, progress: ProgressSink) -> Result<Self, WiringError> {
+        let app = github_app(&config)?;
 
-        // The bucket announces its finalize events on the bus, which keeps
-        // its own messages in the bucket: the listener finds the bus later.
+        // The directory bucket announces its finalize events on the bus, which
+        // keeps its own messages in the bucket: the listener finds the bus later.
         let bus_slot: Arc<OnceLock<LocalBus>> = Arc::new(OnceLock::new());
-        let listener_bus = bus_slot.clone();
-        let local_store = Arc::new(
-            LocalDirStore::new(&config.data_dir)?
-                .own()?
-                .with_finalize_listener(Arc::new(move |key: &str, generation: i64| {
-                    if crate::domain::layout::classify(key)
-                        != crate::domain::layout::ResultKind::Other
-                        && let Some(bus) = listener_bus.get()
-                    {
-                        bus.announce(Message::Finalized {
-                            key: key.to_owned(),
-                            generation,
-                        });
-                    }
-                })),
-        );
-        let store: Arc<dyn ObjectStore> = local_store.clone();
+        let (store, local_store): (Arc<dyn ObjectStore>, Option<Arc<LocalDirStore>>) =
+            match &config.storage {
+                Storage::Directory(dir) => {
+                    let listener_bus = bus_slot.clone();
+                    let local = Arc::new(LocalDirStore::new(dir)?.own()?.with_finalize_listener(
+                        Arc::new(move |key: &str, generation: i64| {
+                            if classify(key) != ResultKind::Other
+                                && let Some(bus) = listener_bus.get()
+                            {
+                                bus.announce(Message::Finalized {
+                                    key: key.to_owned(),
+                                    generation,
+                                });
+                            }
+                        }),
+                    ));
+                    (local.clone(), Some(local))
+                }
+                Storage::Gcs { bucket, emulator } => {
+                    let gcs = GcsStore::new(GcsSettings::new(bucket.clone(), emulator.clone()))
+                        .await
+                        .map_err(|error| WiringError::Bucket(error.to_string()))?;
+                    (Arc::new(gcs), None)
+                }
+            };
         let backoff = Backoff::new(Duration::from_secs(2), config.retry_max);
-        let (local_bus, worker) = LocalBus::new(store.clone(), backoff);
-        let _ = bus_slot.set(local_bus.clone());
+        let background = TaskTracker::new();
 
-        let engine = PapermillEngine::new(Python::discover(config.python.clone())?);
-        let runner = JobRunner {
-            engine,
-            work_dir: Some(config.data_dir.join("work")),
-            progress,
-        };
-        let local_executor = LocalExecutor::new(store.clone(), runner, config.jobs);
-        let executor: Arc<dyn NotebookExecutor> = Arc::new(local_executor.clone());
+        let worker = worker_name(&config);
+        let scratch = config.data_dir.join("work");
+        let (executor, local_executor): (Arc<dyn NotebookExecutor>, Option<LocalExecutor>) =
+            match (config.executor, &config.cloud, &config.storage) {
+                (ExecutorKind::Local, _, _) => {
+                    let engine = PapermillEngine::new(Python::discover(config.python.clone())?);
+                    let runner = JobRunner {
+                        engine,
+                        work_dir: Some(scratch.clone()),
+                        progress,
+                    };
+                    let local = LocalExecutor::new(store.clone(), runner, config.jobs);
+                    (Arc::new(local.clone()), Some(local))
+                }
+                (kind, Some(cloud), Storage::Gcs { bucket, .. }) => {
+                    (cloud_executor(kind, cloud, bucket)?, None)
+                }
+                _ => {
+                    return Err(ConfigError::Missing {
+                        name: "NBCI_BUCKET",
+                        meaning: "cloud jobs need a Cloud Storage bucket and GOOGLE_CLOUD_PROJECT",
+                    }
+                    .into());
+                }
+            };
         let check_runs: Arc<dyn CheckRuns> = app.clone();
         let sources: Arc<dyn Sources> = app;
         let ci = Ci::new(
@@ -139,33 +230,35 @@ impl Services {
                 public_url: config.public_url.clone(),
                 link_key: config.webhook_secret.clone(),
                 max_notebooks: config.max_notebooks,
-                image: "local".into(),
+                image: config
+                    .cloud
+                    .as_ref()
+                    .map_or_else(|| "local".to_owned(), |cloud| cloud.runner_image.clone()),
                 default_timeout: Some(config.job_timeout),
                 lost_job_grace: config.lost_job_grace,
                 backoff,
-                worker: format!(
-                    "{}-{}",
-                    config.service.name().replace(' ', "-"),
-                    std::process::id()
-                ),
-                scratch_dir: Some(config.data_dir.join("work")),
+                worker,
+                scratch_dir: Some(scratch),
                 ..CiSettings::default()
             },
         );
         let inbox = Inbox::new(ci.clone());
-        let background = TaskTracker::new();
+
+        let (local_bus, worker) = LocalBus::new(store.clone(), backoff);
+        let _ = bus_slot.set(local_bus.clone());
         background.spawn(worker.run(Arc::new(inbox.clone()), background.clone()));
+        let bus: Arc<dyn EventBus> = Arc::new(local_bus.clone());
         Ok(Self {
             config,
             store,
             local_store,
-            bus: Arc::new(local_bus.clone()),
+            bus,
             executor,
             check_runs,
             sources,
             ci,
             inbox,
-            local_bus,
+            local_bus: Some(local_bus),
             local_executor,
             background,
             stop: CancellationToken::new(),
@@ -174,23 +267,30 @@ impl Services {
 
     /// Picks up what a previous process left: its job checkouts are removed,
     /// its queued messages delivered again, and every active check swept
-    /// (leases of the dead process are void: this process owns the bucket).
-    /// Then sweeps every [`LOCAL_SWEEP_INTERVAL`], the local stand-in for
-    /// Cloud Scheduler's tick.
+    /// (with the directory bucket, which this process owns alone, leases of
+    /// the dead process are void). Then, on one machine, sweeps every
+    /// [`LOCAL_SWEEP_INTERVAL`], the stand-in for Cloud Scheduler's tick.
     pub async fn recover(&self) {
         let removed = sweep_checkouts(&self.config.data_dir.join("work"));
         if removed > 0 {
             tracing::info!(removed, "removed job checkouts of an earlier process");
         }
-        match self.local_bus.replay().await {
-            Ok(0) => {}
-            Ok(replayed) => {
-                tracing::info!(replayed, "delivering queued messages of an earlier process")
+        if let Some(bus) = &self.local_bus {
+            match bus.replay().await {
+                Ok(0) => {}
+                Ok(replayed) => {
+                    tracing::info!(replayed, "delivering queued messages of an earlier process")
+                }
+                Err(error) => tracing::error!(%error, "cannot read the queued messages"),
             }
-            Err(error) => tracing::error!(%error, "cannot read the queued messages"),
         }
-        if let Err(error) = self.ci.sweep(true).await {
+        let owns_bucket = self.local_store.is_some();
+        if let Err(error) = self.ci.sweep(owns_bucket).await {
             tracing::error!(%error, "cannot sweep the active checks");
+        }
+        if self.config.service != crate::config::Service::Serve {
+            // On Cloud Run, Cloud Scheduler's tick sweeps.
+            return;
         }
         let ci = self.ci.clone();
         let stop = self.stop.clone();
@@ -212,16 +312,15 @@ impl Services {
 
     /// Stops background work and waits for it, at most `deadline`: steps in
     /// flight finish (their state is in the bucket either way); notebooks
-    /// still running are stopped, and the next start runs them again.
+    /// still running here are stopped, and the next start runs them again.
     pub async fn shutdown(&self, deadline: Duration) {
         self.stop.cancel();
         self.ci.begin_shutdown();
         self.background.close();
-        self.local_executor.tracker().close();
-        let drained = tokio::time::timeout(deadline, async {
-            self.ci.tracker().wait().await;
-        })
-        .await;
+        if let Some(local) = &self.local_executor {
+            local.tracker().close();
+        }
+        let drained = tokio::time::timeout(deadline, self.ci.tracker().wait()).await;
         if drained.is_err() {
             tracing::warn!("shutdown deadline reached with check steps still in flight");
         }

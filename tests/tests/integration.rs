@@ -1,5 +1,6 @@
 //! Workspace-level integration tests: the `nbci` binary on real notebooks with
-//! real papermill and ipykernel (the venv `make setup` creates).
+//! real papermill and ipykernel, and the GCS adapter on a real fake-gcs-server
+//! (both from the venv `make setup` creates).
 //!
 //! One test binary; each module is one area. `make test` builds the binaries
 //! first; a missing binary or interpreter fails with the command that fixes it.
@@ -10,7 +11,9 @@ mod integration {
     pub mod common;
     pub mod conformance;
     pub mod durability;
+    pub mod fake_gcs;
     pub mod fake_github;
+    pub mod gcs;
     pub mod github_flow;
     pub mod infra;
     pub mod run;

@@ -28,10 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use nbci_shared::adapters::github::events::{Event, parse_event};
 use nbci_shared::adapters::github::verify_signature;
-use nbci_shared::adapters::local::store::LocalDirStore;
 use nbci_shared::domain::layout;
 use nbci_shared::http::AppError;
-use nbci_shared::ports::bus::{EventBus, Message};
+use nbci_shared::ports::bus::{EventBus, HandlerError, Message, MessageHandler};
 use nbci_shared::ports::store::{ObjectStore, StoreError, create_once};
 use nbci_shared::util::secret::Secret;
 use nbci_shared::wiring::Services;
@@ -48,6 +47,8 @@ pub struct WebhookState {
     pub store: Arc<dyn ObjectStore>,
     /// Where accepted triggers go; the CI flow takes them from there.
     pub bus: Arc<dyn EventBus>,
+    /// What `POST /dispatch` hands Pub/Sub's pushes to (the flows' inbox).
+    pub handler: Arc<dyn MessageHandler>,
 }
 
 impl WebhookState {
@@ -58,11 +59,13 @@ impl WebhookState {
             secret: Arc::new(services.config.webhook_secret.clone()?),
             store: services.store.clone(),
             bus: services.bus.clone(),
+            handler: Arc::new(services.inbox.clone()),
         })
     }
 }
 
-/// The service: `POST /github` (and `POST /`) and `GET /healthz`.
+/// The service: `POST /github` (and `POST /`), `GET /runs/...` (the executed
+/// notebooks the check runs' details links point to) and `GET /healthz`.
 pub fn app(state: WebhookState) -> Router {
     nbci_shared::http::healthz_router()
         .merge(routes(state.clone()))
@@ -75,19 +78,16 @@ pub fn app(state: WebhookState) -> Router {
         .layer(axum::middleware::from_fn(nbci_shared::http::with_trace))
 }
 
-/// The service with the local adapters: [`app`] plus `GET /runs/...`, the
-/// executed notebooks that the check runs' details links point to.
-pub fn local_app(state: WebhookState, store: Arc<LocalDirStore>) -> Router {
-    let link_key = state.secret.clone();
-    app(state).merge(view::routes(store, link_key))
-}
-
-/// Just `POST /github`, for `nbci serve` to merge beside its other routes.
+/// `POST /github` and `GET /runs/...`, for `nbci serve` to merge beside its
+/// other routes.
 pub fn routes(state: WebhookState) -> Router {
+    let view = view::routes(state.store.clone(), state.secret.clone());
     Router::new()
         .route("/github", post(receive))
+        .route("/dispatch", post(dispatch))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .merge(view)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -105,6 +105,24 @@ fn valid_delivery_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `POST /dispatch`: a trigger handed off through Pub/Sub, pushed back in the
+/// standard push envelope. 200 when handled (or never handleable: logged),
+/// 503 when Pub/Sub should deliver it again, 400 when it is not an envelope.
+async fn dispatch(State(state): State<WebhookState>, body: Bytes) -> Response {
+    let message = match nbci_shared::adapters::gcp::events::parse_pushed_message(&body) {
+        Ok(message) => message,
+        Err(error) => return AppError::BadRequest(error.to_string()).into_response(),
+    };
+    match state.handler.handle(&message).await {
+        Ok(()) => answer(StatusCode::OK, "dispatched"),
+        Err(HandlerError::Transient(reason)) => AppError::Unavailable(reason).into_response(),
+        Err(error) => {
+            tracing::error!(message = %message.id(), %error, "dropping a dispatch that cannot be handled");
+            answer(StatusCode::OK, "dropped")
+        }
+    }
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -212,13 +230,19 @@ mod tests {
 
     fn service_with_github(data: &std::path::Path, api_url: &str) -> Router {
         let (services, state) = services(data, api_url);
-        let app = local_app(state, services.local_store.clone());
+        let app = app(state);
         // The services live as long as the test's runtime.
         std::mem::forget(services);
         app
     }
 
     fn services(data: &std::path::Path, api_url: &str) -> (Services, WebhookState) {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(build_services(data, api_url))
+        })
+    }
+
+    async fn build_services(data: &std::path::Path, api_url: &str) -> (Services, WebhookState) {
         let key = fixtures().join("test-app-key.pkcs1.pem");
         let env: HashMap<&str, String> = HashMap::from([
             ("GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
@@ -229,11 +253,13 @@ mod tests {
             ("NBCI_PYTHON", "/bin/true".to_owned()),
         ]);
         let config = nbci_shared::config::Config::from_lookup(
-            nbci_shared::config::Service::GithubWebhook,
+            nbci_shared::config::Service::Serve,
             |name| env.get(name).cloned(),
         )
         .expect("config");
-        let services = Services::build(config, Arc::new(|_: &str, _: &_| {})).expect("services");
+        let services = Services::build(config, Arc::new(|_: &str, _: &_| {}))
+            .await
+            .expect("services");
         let state = WebhookState::from_services(&services).expect("state");
         (services, state)
     }
@@ -274,7 +300,7 @@ mod tests {
         Some(nbci_shared::adapters::github::sign(SECRET.as_bytes(), body))
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bad_signatures_get_401_with_no_detail() {
         let data = tempfile::tempdir().expect("tempdir");
         let app = service(data.path());
@@ -311,7 +337,7 @@ mod tests {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn oversized_bodies_get_413() {
         let data = tempfile::tempdir().expect("tempdir");
         let app = service(data.path());
@@ -320,7 +346,7 @@ mod tests {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ping_ignored_and_skipped_events_are_answered_2xx() {
         let data = tempfile::tempdir().expect("tempdir");
         let app = service(data.path());
@@ -347,7 +373,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn malformed_requests_get_400_with_a_reason() {
         let data = tempfile::tempdir().expect("tempdir");
         let app = service(data.path());
@@ -374,7 +400,7 @@ mod tests {
         assert!(!text.is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_repeated_delivery_is_accepted_once() {
         // A GitHub that takes its time: the first delivery is still being worked on.
         let github = wiremock::MockServer::start().await;
@@ -417,7 +443,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_whose_hand_off_failed_is_accepted_again() {
         let data = tempfile::tempdir().expect("tempdir");
         let (services, state) = services(data.path(), "http://127.0.0.1:9");
@@ -454,7 +480,7 @@ mod tests {
     }
 
     /// Thousands of validly signed but malformed bodies: never a 5xx, never a panic.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mangled_payloads_with_valid_signatures_never_fail_the_server() {
         let data = tempfile::tempdir().expect("tempdir");
         let app = service(data.path());

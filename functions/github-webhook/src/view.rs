@@ -12,13 +12,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nbci_shared::adapters::local::store::LocalDirStore;
 use nbci_shared::domain::layout::validate_key;
 use nbci_shared::ports::store::ObjectStore;
 use nbci_shared::util::secret::Secret;
 
-/// `GET /runs/{key}` over the local bucket.
-pub fn routes(store: Arc<LocalDirStore>, link_key: Arc<Secret>) -> Router {
+/// `GET /runs/{key}` over the bucket.
+pub fn routes(store: Arc<dyn ObjectStore>, link_key: Arc<Secret>) -> Router {
     Router::new()
         .route("/runs/{*key}", get(view_run))
         .with_state(ViewState { store, link_key })
@@ -26,7 +25,7 @@ pub fn routes(store: Arc<LocalDirStore>, link_key: Arc<Secret>) -> Router {
 
 #[derive(Debug, Clone)]
 struct ViewState {
-    store: Arc<LocalDirStore>,
+    store: Arc<dyn ObjectStore>,
     link_key: Arc<Secret>,
 }
 

@@ -1,29 +1,199 @@
-//! The `scheduler` Cloud Run service. This crate stays thin: it parses requests,
-//! calls `nbci_shared` and maps errors to HTTP statuses.
+//! The `scheduler` Cloud Run service: Cloud Scheduler's ticks.
+//!
+//! Cloud Scheduler calls `POST /tick` with a Google-signed ID token of its
+//! service account. A tick starts pipeline runs, so `/tick` is behind
+//! [`OidcGuard`]: with `NBCI_OIDC_AUDIENCE` set, a request without a valid
+//! token for that audience (and `NBCI_OIDC_EMAIL`'s account) gets 401 and an
+//! empty body; without it (local `nbci serve`) every request passes.
+//! `GET /healthz` is never behind the guard: Cloud Run's probes carry no token.
+//!
+//! This crate stays thin: it parses requests, calls `nbci_shared` and maps
+//! errors to HTTP statuses.
 
-use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use nbci_shared::adapters::gcp::oidc::{Claims, OidcGuard};
+use serde_json::{Value, json};
 
-/// The service's routes. Handler tests call `app().oneshot(request)` with no socket.
-pub fn app() -> Router {
+/// What the handlers need, built once at start-up.
+#[derive(Debug, Clone)]
+pub struct SchedulerState {
+    /// Checks Cloud Scheduler's ID token on `/tick` (open when no audience
+    /// is configured).
+    pub oidc: OidcGuard,
+}
+
+/// The service's routes: `POST /tick` and `GET /healthz`. Handler tests call
+/// `app(state).oneshot(request)` with no socket.
+pub fn app(state: SchedulerState) -> Router {
     nbci_shared::http::healthz_router()
+        .merge(routes(state))
+        .layer(axum::middleware::from_fn(nbci_shared::http::with_trace))
+}
+
+/// Just `POST /tick`, behind the guard, for `nbci serve` to merge beside its
+/// other routes.
+pub fn routes(state: SchedulerState) -> Router {
+    let guard = state.oidc.clone();
+    guard
+        .protect(Router::new().route("/tick", post(tick)))
+        .with_state(state)
+}
+
+/// One tick. For now it only acknowledges; starting due pipeline runs,
+/// failing lost jobs and polling deployments come next.
+async fn tick(
+    State(_state): State<SchedulerState>,
+    caller: Option<Extension<Claims>>,
+) -> Json<Value> {
+    let caller = caller.and_then(|Extension(claims)| claims.email);
+    tracing::info!(caller = caller.as_deref().unwrap_or("(unchecked)"), "tick");
+    Json(json!({"ticked": true}))
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use nbci_shared::adapters::gcp::oidc::testing::{
+        JwksServer, assemble_token, google_claims, google_key, rotated_key,
+    };
+    use nbci_shared::adapters::gcp::oidc::{OidcSettings, SIGNATURE_REMOVED};
+    use serde_json::{Value, json};
     use tower::ServiceExt;
 
-    #[tokio::test]
-    async fn healthz_answers_ok() {
-        let response = super::app()
-            .oneshot(
-                Request::get("/healthz")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
+    use super::*;
+
+    const AUDIENCE: &str = "https://scheduler-abc123-uc.a.run.app";
+    const EMAIL: &str = "nbci-ticks@demo-project.iam.gserviceaccount.com";
+
+    /// The service with a guard that trusts `server`'s keys.
+    fn guarded_app(server: &JwksServer) -> Router {
+        let settings = OidcSettings::new(AUDIENCE)
+            .with_email(EMAIL)
+            .with_jwks_url(server.url());
+        app(SchedulerState {
+            oidc: OidcGuard::from_settings(Some(settings)).expect("guard"),
+        })
+    }
+
+    async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let response = app.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
             .await
-            .expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        (status, body)
+    }
+
+    fn tick_request(authorization: Option<&str>) -> Request<Body> {
+        let mut request = Request::post("/tick").header("content-type", "application/json");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.body(Body::from("{}")).expect("request")
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_ok_without_a_token() {
+        let server = JwksServer::start(&[google_key()]).await;
+        let (status, body) = send(
+            &guarded_app(&server),
+            Request::get("/healthz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"ok");
+        assert_eq!(server.hits(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tick_with_cloud_schedulers_token_is_served() {
+        let server = JwksServer::start(&[google_key()]).await;
+        let app = guarded_app(&server);
+        let token = google_key().sign(&google_claims(AUDIENCE, EMAIL));
+        let (status, body) = send(&app, tick_request(Some(&format!("Bearer {token}")))).await;
+        assert_eq!(status, StatusCode::OK);
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body, json!({"ticked": true}));
+    }
+
+    #[tokio::test]
+    async fn a_tick_without_a_valid_token_is_401_with_an_empty_body() {
+        let server = JwksServer::start(&[google_key()]).await;
+        let app = guarded_app(&server);
+        let claims = google_claims(AUDIENCE, EMAIL);
+        let good = google_key().sign(&claims);
+        let stripped = format!(
+            "{}.{SIGNATURE_REMOVED}",
+            good.rsplit_once('.').expect("parts").0
+        );
+        let unsigned = assemble_token(
+            &json!({"alg": "none", "kid": google_key().kid()}),
+            &claims,
+            "",
+        );
+        let other_account = google_key().sign(&google_claims(
+            AUDIENCE,
+            "someone@demo-project.iam.gserviceaccount.com",
+        ));
+        let other_service = google_key().sign(&google_claims(
+            "https://github-webhook-abc123-uc.a.run.app",
+            EMAIL,
+        ));
+        // The JWKS does not vouch for this key.
+        let unknown_key = rotated_key().sign(&claims);
+        let cases = [
+            None,
+            Some(String::new()),
+            Some(good.clone()),
+            Some("Bearer garbage".to_owned()),
+            Some(format!("Bearer {stripped}")),
+            Some(format!("Bearer {unsigned}")),
+            Some(format!("Bearer {other_account}")),
+            Some(format!("Bearer {other_service}")),
+            Some(format!("Bearer {unknown_key}")),
+            Some(format!("Bearer {}", "x".repeat(10 * 1024))),
+        ];
+        for authorization in &cases {
+            let (status, body) = send(&app, tick_request(authorization.as_deref())).await;
+            let shown = authorization
+                .as_deref()
+                .map(|a| a.chars().take(40).collect::<String>());
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{shown:?}");
+            assert!(body.is_empty(), "{shown:?}: {body:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_an_audience_ticks_pass_unchecked() {
+        let app = app(SchedulerState {
+            oidc: OidcGuard::from_settings(None).expect("guard"),
+        });
+        let (status, body) = send(&app, tick_request(None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body, json!({"ticked": true}));
+    }
+
+    #[tokio::test]
+    async fn only_post_ticks() {
+        let app = app(SchedulerState {
+            oidc: OidcGuard::from_settings(None).expect("guard"),
+        });
+        let (status, _) = send(
+            &app,
+            Request::get("/tick").body(Body::empty()).expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     }
 }

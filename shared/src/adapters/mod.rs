@@ -5,8 +5,8 @@
 //! - [`local`]: one machine: the directory bucket, papermill jobs, the
 //!   in-process bus, git, JUnit/Markdown reports.
 //! - [`github`]: the GitHub App: signatures, events, tokens, REST, check runs.
-//! - [`gcp`]: Google Cloud: credentials, jobs on Vertex AI and AI Platform,
-//!   Cloud Storage events and Pub/Sub pushes.
+//! - [`gcp`]: Google Cloud: credentials, the bucket on Cloud Storage, jobs on
+//!   Vertex AI and AI Platform, Cloud Storage events and Pub/Sub pushes.
 
 pub mod gcp;
 pub mod github;

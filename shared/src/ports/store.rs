@@ -44,6 +44,11 @@ pub enum StoreError {
     /// Occurs when the storage cannot be reached or written: transient.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Occurs when the storage refuses a request that trying again will not
+    /// fix (permission denied, no such bucket): not retried, so a
+    /// misconfiguration surfaces instead of looking like an outage.
+    #[error("storage refused the request: {0}")]
+    Rejected(String),
     /// Occurs when a local file to upload or download to cannot be used.
     #[error("local file {path}: {reason}")]
     LocalFile { path: String, reason: String },

@@ -46,14 +46,15 @@ async fn start_service(github: &FakeGitHub) -> Service {
     env.insert("NBCI_PUBLIC_URL", url.clone());
     env.insert("NBCI_JOBS", "2".into());
     let config = nbci_shared::config::Config::from_lookup(
-        nbci_shared::config::Service::GithubWebhook,
+        nbci_shared::config::Service::Serve,
         |name| env.get(name).cloned(),
     )
     .expect("config");
     let services = nbci_shared::wiring::Services::build(config, Arc::new(|_: &str, _: &_| {}))
+        .await
         .expect("services");
     let state = github_webhook::WebhookState::from_services(&services).expect("state");
-    let app = github_webhook::local_app(state, services.local_store.clone());
+    let app = github_webhook::app(state);
     let server = tokio::spawn(async move {
         services.recover().await;
         let _ = nbci_shared::http::run(listener, app, std::future::pending()).await;

@@ -1,5 +1,5 @@
-//! Google Cloud: credentials, the cloud executors, and what Google's services
-//! send to ours. Nothing here is seen by a flow: flows see the ports these
+//! Google Cloud: credentials, the bucket, the cloud executors, and what
+//! Google's services send to ours. Nothing here is seen by a flow: flows see the ports these
 //! types implement.
 //!
 //! # Layout
@@ -7,6 +7,11 @@
 //!   [`TokenSource`](auth::TokenSource) trait, and its Application Default
 //!   Credentials implementation (`google-cloud-auth`: the metadata server on
 //!   Cloud Run and in jobs, `GCE_METADATA_HOST` in tests, a key file on a laptop).
+//! - [`storage`]: [`GcsStore`](storage::GcsStore), the ObjectStore port on a
+//!   Cloud Storage bucket (or on fake-gcs-server through
+//!   `STORAGE_EMULATOR_HOST`): the official `google-cloud-storage` client
+//!   for objects, the JSON API for list, delete and generation (the client
+//!   has them only over gRPC, which the emulator does not speak).
 //! - [`rest`]: one authenticated JSON call to a Google REST API, and Google's
 //!   error body sorted into the executor's rejected and unavailable.
 //! - [`jobs`]: what both executors derive from a job the same way: the
@@ -27,6 +32,10 @@
 //! - [`events`]: Cloud Storage object events as Eventarc (binary or
 //!   structured CloudEvents) and Pub/Sub push subscriptions deliver them, and
 //!   the event bus's messages as Pub/Sub pushes them back to us.
+//! - [`oidc`]: the Google-signed ID tokens that Cloud Scheduler, Pub/Sub push
+//!   and Eventarc present, verified ([`OidcVerifier`](oidc::OidcVerifier):
+//!   RS256 only, Google's keys cached and refreshed within a rate limit), and
+//!   [`OidcGuard`](oidc::OidcGuard), which puts axum routes behind it.
 //!
 //! Every endpoint comes from the settings, so wiremock and API-compatible
 //! services work unchanged. Request bodies are checked in the tests against
@@ -38,9 +47,13 @@ pub mod auth;
 pub mod deploy;
 pub mod events;
 pub mod jobs;
+pub mod oidc;
 pub mod rest;
+pub mod storage;
 pub mod vertex;
 pub mod vertex_deploy;
+
+pub use storage::{GcsSettings, GcsSetupError, GcsStore};
 
 #[cfg(test)]
 pub(crate) mod discovery;
