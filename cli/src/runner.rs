@@ -11,7 +11,6 @@
 //! (preemption, a cancelled job) it writes result.json with status `error`
 //! saying so, then exits.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use clap::Args;
@@ -74,11 +73,8 @@ fn log_progress() -> ProgressSink {
 }
 
 /// Each code cell's stdout and stderr from the executed notebook, as log lines.
-fn log_streams(path: &Path) {
-    let Ok(bytes) = std::fs::read(path) else {
-        return;
-    };
-    let Ok(notebook) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+fn log_streams(executed: &[u8]) {
+    let Ok(notebook) = serde_json::from_slice::<serde_json::Value>(executed) else {
         return;
     };
     let cells = notebook["cells"].as_array().cloned().unwrap_or_default();
@@ -149,14 +145,10 @@ pub async fn runner(args: RunnerArgs) -> Result<u8, Failure> {
             return Ok(4);
         }
     };
-    let outcome = outcome.map_err(|error| Failure::infra(format!("no result could be written: {error}")))?;
+    let outcome =
+        outcome.map_err(|error| Failure::infra(format!("no result could be written: {error}")))?;
     if let Ok(Some(executed)) = store.get(&job.output_key()).await {
-        let scratch = tempfile::NamedTempFile::new().ok();
-        if let Some(file) = scratch {
-            if std::fs::write(file.path(), &executed.bytes).is_ok() {
-                log_streams(file.path());
-            }
-        }
+        log_streams(&executed.bytes);
     }
     tracing::info!(notebook = %job.notebook, status = %outcome.status, "job finished");
     Ok(u8::try_from(outcome.status.exit_code()).unwrap_or(4))

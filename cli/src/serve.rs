@@ -61,8 +61,21 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     let Some(state) = github_webhook::WebhookState::from_services(&services) else {
         return Err(Failure::usage("GITHUB_WEBHOOK_SECRET is not set"));
     };
-    let app = github_webhook::app(state);
-    tracing::info!(%addr, "nbci serve listening: POST /github, GET /runs/..., GET /healthz");
+    let app = nbci_shared::http::healthz_router()
+        .merge(github_webhook::routes(state))
+        .merge(gcs_events::routes(gcs_events::EventsState {
+            handler: std::sync::Arc::new(services.inbox.clone()),
+            store: services.store.clone(),
+        }))
+        .merge(scheduler::routes(scheduler::SchedulerState {
+            oidc: services.oidc.clone(),
+            ci: services.ci.clone(),
+        }))
+        .layer(axum::middleware::from_fn(nbci_shared::http::with_trace));
+    tracing::info!(
+        %addr,
+        "nbci serve listening: POST /github, /dispatch, /events, /tick; GET /runs/..., /healthz"
+    );
     services.recover().await;
     nbci_shared::http::run(listener, app, nbci_shared::http::shutdown_signal())
         .await

@@ -405,9 +405,16 @@ impl Config {
         let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
             match value(name) {
                 None => Ok(default),
-                Some(text) => text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    invalid(name, format!("expected a positive whole number, got {text:?}"))
-                }),
+                Some(text) => text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!("expected a positive whole number, got {text:?}"),
+                        )
+                    }),
             }
         };
         let duration = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
@@ -463,14 +470,20 @@ impl Config {
         } else {
             None
         };
-        let data_dir = value("NBCI_DATA_DIR").map_or_else(|| PathBuf::from(".nbci-data"), PathBuf::from);
+        let data_dir =
+            value("NBCI_DATA_DIR").map_or_else(|| PathBuf::from(".nbci-data"), PathBuf::from);
         let storage = match value("NBCI_BUCKET") {
             Some(bucket) => {
-                let name = bucket.strip_prefix("gs://").unwrap_or(&bucket).trim_end_matches('/');
+                let name = bucket
+                    .strip_prefix("gs://")
+                    .unwrap_or(&bucket)
+                    .trim_end_matches('/');
                 if !valid_bucket_name(name) {
                     return Err(invalid(
                         "NBCI_BUCKET",
-                        format!("{bucket:?} is not a bucket name (3-63 lowercase letters, digits, -, _ and .)"),
+                        format!(
+                            "{bucket:?} is not a bucket name (3-63 lowercase letters, digits, -, _ and .)"
+                        ),
                     ));
                 }
                 Storage::Gcs {
@@ -495,7 +508,10 @@ impl Config {
             Some("local") => {
                 return Err(invalid(
                     "NBCI_EXECUTOR",
-                    format!("local runs notebooks on this machine: only `nbci serve` does that, not {}", service.name()),
+                    format!(
+                        "local runs notebooks on this machine: only `nbci serve` does that, not {}",
+                        service.name()
+                    ),
                 ));
             }
             Some(other) => {
@@ -639,6 +655,9 @@ mod tests {
             ("GITHUB_WEBHOOK_SECRET", "s3cret"),
             ("GITHUB_APP_ID", "1"),
             ("GITHUB_APP_PRIVATE_KEY", KEY),
+            ("NBCI_BUCKET", "gs://my-bucket"),
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+            ("NBCI_RUNNER_IMAGE", "us-docker.pkg.dev/p/r/runner:1"),
         ];
         for (name, value) in [
             ("PORT", "http"),
@@ -663,15 +682,35 @@ mod tests {
         assert_eq!(config.executor, ExecutorKind::Vertex, "the cloud default");
         assert_eq!(
             config.storage,
-            Storage::Gcs { bucket: "my-bucket".into(), emulator: None }
+            Storage::Gcs {
+                bucket: "my-bucket".into(),
+                emulator: None
+            }
         );
         // A cloud executor names what it lacks.
-        let without_image: Vec<_> = base.iter().copied().filter(|(n, _)| *n != "NBCI_RUNNER_IMAGE").collect();
-        let error = Config::from_lookup(Service::GithubWebhook, lookup(&without_image)).expect_err("image");
-        assert!(matches!(error, ConfigError::Missing { name: "NBCI_RUNNER_IMAGE", .. }), "{error}");
+        let without_image: Vec<_> = base
+            .iter()
+            .copied()
+            .filter(|(n, _)| *n != "NBCI_RUNNER_IMAGE")
+            .collect();
+        let error =
+            Config::from_lookup(Service::GithubWebhook, lookup(&without_image)).expect_err("image");
+        assert!(
+            matches!(
+                error,
+                ConfigError::Missing {
+                    name: "NBCI_RUNNER_IMAGE",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         // nbci serve needs nothing of Google's.
         let local = Config::from_lookup(Service::Serve, lookup(&base[..3])).expect("serve");
-        assert_eq!((local.executor, local.storage), (ExecutorKind::Local, Storage::Directory(".nbci-data".into())));
+        assert_eq!(
+            (local.executor, local.storage),
+            (ExecutorKind::Local, Storage::Directory(".nbci-data".into()))
+        );
         assert!(
             !format!("{config:?}").contains("s3cret"),
             "secrets never print"

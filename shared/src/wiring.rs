@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::adapters::gcp::ai_platform::AiPlatformExecutor;
 use crate::adapters::gcp::auth::{AdcTokenSource, TokenSource};
 use crate::adapters::gcp::jobs::JobSettings;
+use crate::adapters::gcp::oidc::{OidcGuard, OidcSettings};
 use crate::adapters::gcp::storage::{GcsSettings, GcsStore};
 use crate::adapters::gcp::vertex::VertexExecutor;
 use crate::adapters::github::{
@@ -78,6 +79,9 @@ pub struct Services {
     pub sources: Arc<dyn Sources>,
     pub ci: Ci,
     pub inbox: Inbox,
+    /// Checks Google-signed ID tokens on the routes Google calls (`/tick`,
+    /// `/dispatch`); open when no audience is configured.
+    pub oidc: OidcGuard,
     local_bus: Option<LocalBus>,
     local_executor: Option<LocalExecutor>,
     background: TaskTracker,
@@ -103,18 +107,16 @@ fn github_app(config: &Config) -> Result<Arc<GitHubApp>, WiringError> {
         name: "GITHUB_APP_ID",
         meaning: "the GitHub App's id (or client id)",
     })?;
-    let credentials =
-        AppCredentials::new(&github.app_id, github.private_key.expose().as_bytes()).map_err(
-            |error| match error {
-                crate::adapters::github::AuthError::InvalidVariable { name, reason } => {
-                    ConfigError::Invalid { name, reason }
-                }
-                other => ConfigError::Invalid {
-                    name: "GITHUB_APP_PRIVATE_KEY",
-                    reason: other.to_string(),
-                },
-            },
-        )?;
+    let credentials = AppCredentials::new(&github.app_id, github.private_key.expose().as_bytes())
+        .map_err(|error| match error {
+        crate::adapters::github::AuthError::InvalidVariable { name, reason } => {
+            ConfigError::Invalid { name, reason }
+        }
+        other => ConfigError::Invalid {
+            name: "GITHUB_APP_PRIVATE_KEY",
+            reason: other.to_string(),
+        },
+    })?;
     let client = GitHubClient::new(GitHubConfig {
         api_url: github.api_url.clone(),
         ..GitHubConfig::default()
@@ -130,14 +132,10 @@ fn cloud_executor(
     bucket: &str,
 ) -> Result<Arc<dyn NotebookExecutor>, WiringError> {
     let tokens: Arc<dyn TokenSource> = Arc::new(
-        AdcTokenSource::from_environment().map_err(|error| WiringError::Cloud(error.to_string()))?,
+        AdcTokenSource::from_environment()
+            .map_err(|error| WiringError::Cloud(error.to_string()))?,
     );
-    let mut settings = JobSettings::new(
-        &cloud.project,
-        &cloud.region,
-        bucket,
-        &cloud.runner_image,
-    );
+    let mut settings = JobSettings::new(&cloud.project, &cloud.region, bucket, &cloud.runner_image);
     settings.service_account = cloud.runner_service_account.clone();
     settings.endpoint = match kind {
         ExecutorKind::AiPlatform => cloud.ml_endpoint.clone(),
@@ -243,6 +241,22 @@ impl Services {
             },
         );
         let inbox = Inbox::new(ci.clone());
+        let oidc = match &config.oidc {
+            None => OidcGuard::open(),
+            Some(settings) => {
+                let mut oidc = OidcSettings::new(settings.audience.clone());
+                if let Some(email) = &settings.email {
+                    oidc = oidc.with_email(email.clone());
+                }
+                if let Some(url) = &settings.jwks_url {
+                    oidc = oidc.with_jwks_url(url.clone());
+                }
+                OidcGuard::from_settings(Some(oidc)).map_err(|error| ConfigError::Invalid {
+                    name: "NBCI_OIDC_AUDIENCE",
+                    reason: error.to_string(),
+                })?
+            }
+        };
 
         let (local_bus, worker) = LocalBus::new(store.clone(), backoff);
         let _ = bus_slot.set(local_bus.clone());
@@ -258,6 +272,7 @@ impl Services {
             sources,
             ci,
             inbox,
+            oidc,
             local_bus: Some(local_bus),
             local_executor,
             background,

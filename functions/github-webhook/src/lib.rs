@@ -49,6 +49,9 @@ pub struct WebhookState {
     pub bus: Arc<dyn EventBus>,
     /// What `POST /dispatch` hands Pub/Sub's pushes to (the flows' inbox).
     pub handler: Arc<dyn MessageHandler>,
+    /// Checks the push subscription's ID token on `/dispatch` (the service
+    /// is public: GitHub must reach it, so Cloud Run cannot check callers).
+    pub oidc: nbci_shared::adapters::gcp::oidc::OidcGuard,
 }
 
 impl WebhookState {
@@ -60,6 +63,7 @@ impl WebhookState {
             store: services.store.clone(),
             bus: services.bus.clone(),
             handler: Arc::new(services.inbox.clone()),
+            oidc: services.oidc.clone(),
         })
     }
 }
@@ -82,9 +86,12 @@ pub fn app(state: WebhookState) -> Router {
 /// other routes.
 pub fn routes(state: WebhookState) -> Router {
     let view = view::routes(state.store.clone(), state.secret.clone());
+    let dispatch = state
+        .oidc
+        .protect(Router::new().route("/dispatch", post(dispatch)));
     Router::new()
         .route("/github", post(receive))
-        .route("/dispatch", post(dispatch))
+        .merge(dispatch)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .merge(view)
@@ -252,11 +259,11 @@ mod tests {
             ("NBCI_DATA_DIR", data.display().to_string()),
             ("NBCI_PYTHON", "/bin/true".to_owned()),
         ]);
-        let config = nbci_shared::config::Config::from_lookup(
-            nbci_shared::config::Service::Serve,
-            |name| env.get(name).cloned(),
-        )
-        .expect("config");
+        let config =
+            nbci_shared::config::Config::from_lookup(nbci_shared::config::Service::Serve, |name| {
+                env.get(name).cloned()
+            })
+            .expect("config");
         let services = Services::build(config, Arc::new(|_: &str, _: &_| {}))
             .await
             .expect("services");

@@ -11,10 +11,13 @@
 //! errors to HTTP statuses.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use nbci_shared::adapters::gcp::oidc::{Claims, OidcGuard};
-use serde_json::{Value, json};
+use nbci_shared::flows::ci::Ci;
+use nbci_shared::http::AppError;
+use serde_json::json;
 
 /// What the handlers need, built once at start-up.
 #[derive(Debug, Clone)]
@@ -22,6 +25,9 @@ pub struct SchedulerState {
     /// Checks Cloud Scheduler's ID token on `/tick` (open when no audience
     /// is configured).
     pub oidc: OidcGuard,
+    /// The CI flow whose active checks a tick sweeps (lost jobs, overdue
+    /// jobs, steps waiting for a retry).
+    pub ci: Ci,
 }
 
 /// The service's routes: `POST /tick` and `GET /healthz`. Handler tests call
@@ -41,15 +47,25 @@ pub fn routes(state: SchedulerState) -> Router {
         .with_state(state)
 }
 
-/// One tick. For now it only acknowledges; starting due pipeline runs,
-/// failing lost jobs and polling deployments come next.
-async fn tick(
-    State(_state): State<SchedulerState>,
-    caller: Option<Extension<Claims>>,
-) -> Json<Value> {
+/// One tick: every active check is swept (jobs that died without a result
+/// or outlived their timeout are completed, steps due for a retry are
+/// performed). A transient failure answers 503; Cloud Scheduler retries.
+async fn tick(State(state): State<SchedulerState>, caller: Option<Extension<Claims>>) -> Response {
     let caller = caller.and_then(|Extension(claims)| claims.email);
     tracing::info!(caller = caller.as_deref().unwrap_or("(unchecked)"), "tick");
-    Json(json!({"ticked": true}))
+    match state.ci.sweep(false).await {
+        Ok(summary) => Json(json!({
+            "ticked": true,
+            "checks": summary.checks,
+            "lost_jobs": summary.lost_jobs,
+            "resubmitted": summary.resubmitted,
+        }))
+        .into_response(),
+        Err(error) if error.is_transient() => {
+            AppError::Unavailable(error.to_string()).into_response()
+        }
+        Err(error) => AppError::Internal(error.to_string()).into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +85,37 @@ mod tests {
     const AUDIENCE: &str = "https://scheduler-abc123-uc.a.run.app";
     const EMAIL: &str = "nbci-ticks@demo-project.iam.gserviceaccount.com";
 
+    /// The CI flow over a directory bucket of its own (nothing active: a
+    /// tick sweeps nothing), kept alive for the test's process.
+    fn test_ci() -> Ci {
+        let data = tempfile::tempdir().expect("tempdir").keep();
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/github/test-app-key.pkcs1.pem");
+        let env: std::collections::HashMap<&str, String> = std::collections::HashMap::from([
+            ("GITHUB_WEBHOOK_SECRET", "s".to_owned()),
+            ("GITHUB_APP_ID", "1".to_owned()),
+            ("GITHUB_APP_PRIVATE_KEY", key.display().to_string()),
+            ("GITHUB_API_URL", "http://127.0.0.1:9".to_owned()),
+            ("NBCI_DATA_DIR", data.display().to_string()),
+            ("NBCI_PYTHON", "/bin/true".to_owned()),
+        ]);
+        let config =
+            nbci_shared::config::Config::from_lookup(nbci_shared::config::Service::Serve, |name| {
+                env.get(name).cloned()
+            })
+            .expect("config");
+        let services = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(nbci_shared::wiring::Services::build(
+                config,
+                std::sync::Arc::new(|_: &str, _: &_| {}),
+            ))
+        })
+        .expect("services");
+        let ci = services.ci.clone();
+        std::mem::forget(services);
+        ci
+    }
+
     /// The service with a guard that trusts `server`'s keys.
     fn guarded_app(server: &JwksServer) -> Router {
         let settings = OidcSettings::new(AUDIENCE)
@@ -76,6 +123,7 @@ mod tests {
             .with_jwks_url(server.url());
         app(SchedulerState {
             oidc: OidcGuard::from_settings(Some(settings)).expect("guard"),
+            ci: test_ci(),
         })
     }
 
@@ -100,7 +148,7 @@ mod tests {
         request.body(Body::from("{}")).expect("request")
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn healthz_answers_ok_without_a_token() {
         let server = JwksServer::start(&[google_key()]).await;
         let (status, body) = send(
@@ -115,7 +163,7 @@ mod tests {
         assert_eq!(server.hits(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_tick_with_cloud_schedulers_token_is_served() {
         let server = JwksServer::start(&[google_key()]).await;
         let app = guarded_app(&server);
@@ -123,10 +171,10 @@ mod tests {
         let (status, body) = send(&app, tick_request(Some(&format!("Bearer {token}")))).await;
         assert_eq!(status, StatusCode::OK);
         let body: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(body, json!({"ticked": true}));
+        assert_eq!(body["ticked"], json!(true), "{body}");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_tick_without_a_valid_token_is_401_with_an_empty_body() {
         let server = JwksServer::start(&[google_key()]).await;
         let app = guarded_app(&server);
@@ -173,21 +221,23 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_an_audience_ticks_pass_unchecked() {
         let app = app(SchedulerState {
             oidc: OidcGuard::from_settings(None).expect("guard"),
+            ci: test_ci(),
         });
         let (status, body) = send(&app, tick_request(None)).await;
         assert_eq!(status, StatusCode::OK);
         let body: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(body, json!({"ticked": true}));
+        assert_eq!(body["ticked"], json!(true), "{body}");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_post_ticks() {
         let app = app(SchedulerState {
             oidc: OidcGuard::from_settings(None).expect("guard"),
+            ci: test_ci(),
         });
         let (status, _) = send(
             &app,

@@ -1,35 +1,31 @@
-//! Entry point of the `scheduler` Cloud Run service: logging, config, bind `$PORT`, serve.
+//! Entry point of the `scheduler` Cloud Run service: logging, config,
+//! adapters, bind `$PORT`, serve until SIGTERM, drain.
 
-use nbci_shared::adapters::gcp::oidc::{OidcGuard, OidcSettings};
+use std::sync::Arc;
+use std::time::Duration;
+
 use nbci_shared::config::{Config, Service};
-
-/// `NBCI_OIDC_AUDIENCE`, `NBCI_OIDC_EMAIL`, `NBCI_OIDC_JWKS_URL`, read here
-/// only until `Config` carries them (`config.oidc`): a scheduler deployed
-/// with an audience must never serve `/tick` unchecked in the meantime.
-fn oidc_settings_from_env() -> anyhow::Result<Option<OidcSettings>> {
-    let variable = |name: &str| std::env::var(name).ok();
-    Ok(OidcSettings::from_variables(
-        variable("NBCI_OIDC_AUDIENCE").as_deref(),
-        variable("NBCI_OIDC_EMAIL").as_deref(),
-        variable("NBCI_OIDC_JWKS_URL").as_deref(),
-    )?)
-}
+use nbci_shared::wiring::Services;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     nbci_shared::telemetry::init();
     let config = Config::from_env(Service::Scheduler)?;
+    let services = Services::build(config, Arc::new(|_: &str, _: &_| {})).await?;
     let state = scheduler::SchedulerState {
-        oidc: OidcGuard::from_settings(oidc_settings_from_env()?)?,
+        oidc: services.oidc.clone(),
+        ci: services.ci.clone(),
     };
-    let addr = nbci_shared::http::bind_addr(config.port);
+    let addr = nbci_shared::http::bind_addr(services.config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "scheduler listening");
+    services.recover().await;
     nbci_shared::http::run(
         listener,
         scheduler::app(state),
         nbci_shared::http::shutdown_signal(),
     )
     .await?;
+    services.shutdown(Duration::from_secs(8)).await;
     Ok(())
 }

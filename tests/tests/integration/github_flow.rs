@@ -45,11 +45,11 @@ async fn start_service(github: &FakeGitHub) -> Service {
     env.insert("NBCI_DATA_DIR", data.path().display().to_string());
     env.insert("NBCI_PUBLIC_URL", url.clone());
     env.insert("NBCI_JOBS", "2".into());
-    let config = nbci_shared::config::Config::from_lookup(
-        nbci_shared::config::Service::Serve,
-        |name| env.get(name).cloned(),
-    )
-    .expect("config");
+    let config =
+        nbci_shared::config::Config::from_lookup(nbci_shared::config::Service::Serve, |name| {
+            env.get(name).cloned()
+        })
+        .expect("config");
     let services = nbci_shared::wiring::Services::build(config, Arc::new(|_: &str, _: &_| {}))
         .await
         .expect("services");

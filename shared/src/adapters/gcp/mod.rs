@@ -36,6 +36,10 @@
 //!   and Eventarc present, verified ([`OidcVerifier`](oidc::OidcVerifier):
 //!   RS256 only, Google's keys cached and refreshed within a rate limit), and
 //!   [`OidcGuard`](oidc::OidcGuard), which puts axum routes behind it.
+//! - [`pubsub`]: the event bus on a Pub/Sub topic
+//!   ([`PubSubBus`](pubsub::PubSubBus), `google-cloud-pubsub` over gRPC): the
+//!   durable dispatch hand-off from github-webhook to `POST /dispatch`,
+//!   tested against a Pub/Sub emulator (cloudbox, `make pubsub-emulator`).
 //!
 //! Every endpoint comes from the settings, so wiremock and API-compatible
 //! services work unchanged. Request bodies are checked in the tests against
@@ -48,6 +52,7 @@ pub mod deploy;
 pub mod events;
 pub mod jobs;
 pub mod oidc;
+pub mod pubsub;
 pub mod rest;
 pub mod storage;
 pub mod vertex;
