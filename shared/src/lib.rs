@@ -10,8 +10,8 @@
 //! - [`flows`]: orchestration over ports: the CI flow, the bus's inbox.
 //! - [`adapters`]: the ports implemented: [`adapters::local`] (one machine),
 //!   [`adapters::github`] (the GitHub App) and [`adapters::gcp`] (Google
-//!   Cloud: credentials, the bucket, Vertex AI and AI Platform jobs, storage
-//!   events, the bus on Pub/Sub, Google-signed ID tokens).
+//!   Cloud: credentials, the bucket, Vertex AI and AI Platform jobs and
+//!   deployers, storage events, the bus on Pub/Sub, Google-signed ID tokens).
 //! - [`wiring`]: the one place that builds adapters from the configuration.
 //! - [`config`]: every environment variable, typed, read once.
 //! - [`http`]: serving, shutdown, trace context, one error type for handlers.

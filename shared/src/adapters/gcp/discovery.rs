@@ -27,10 +27,14 @@ pub(crate) enum Direction {
     Response,
 }
 
-/// The schemas of one discovery document subset.
+/// The schemas (and methods, where the subset has them) of one discovery
+/// document subset.
 #[derive(Debug)]
 pub(crate) struct Discovery {
     schemas: Map<String, Value>,
+    /// Method id (`ml.projects.models.create`) -> the method: HTTP verb,
+    /// `flatPath`, parameters, request and response schema.
+    methods: Map<String, Value>,
     file: String,
 }
 
@@ -38,6 +42,27 @@ pub(crate) struct Discovery {
 pub(crate) const AIPLATFORM: &str = "aiplatform-v1-custom-job.json";
 /// The subset of ml v1 with Job and its TrainingInput.
 pub(crate) const ML: &str = "ml-v1-job.json";
+/// The subset of aiplatform v1 that deploying uses: models.upload,
+/// endpoints (create, deployModel, undeployModel, patch), operations.
+pub(crate) const AIPLATFORM_DEPLOY: &str = "aiplatform-v1-deploy.json";
+/// The subset of ml v1 that deploying uses: models, versions, setDefault, operations.
+pub(crate) const ML_DEPLOY: &str = "ml-v1-deploy.json";
+
+/// Query parameters every Google API method takes (the discovery
+/// documents' top-level `parameters`).
+const STANDARD_PARAMETERS: [&str; 11] = [
+    "$.xgafv",
+    "access_token",
+    "alt",
+    "callback",
+    "fields",
+    "key",
+    "oauth_token",
+    "prettyPrint",
+    "quotaUser",
+    "uploadType",
+    "upload_protocol",
+];
 
 impl Discovery {
     /// Loads `tests/fixtures/google/{file}`.
@@ -51,10 +76,106 @@ impl Discovery {
         let Some(Value::Object(schemas)) = document.get("schemas").cloned() else {
             panic!("{file} has no schemas");
         };
+        let methods = match document.get("methods") {
+            Some(Value::Object(methods)) => methods.clone(),
+            _ => Map::new(),
+        };
         Self {
             schemas,
+            methods,
             file: file.to_owned(),
         }
+    }
+
+    /// Which of the subset's methods a call is (`http_method` to `url`: only
+    /// its path and query count, so wiremock's host and Google's both do),
+    /// and everything wrong with it: a path no method has, a query
+    /// parameter the method does not take, a body where the method takes
+    /// none, or a body that is not the method's request schema. `exempt` is
+    /// as for [`Self::problems`].
+    pub(crate) fn check_call(
+        &self,
+        http_method: &str,
+        url: &str,
+        body: Option<&Value>,
+        exempt: &[&str],
+    ) -> Result<String, Vec<String>> {
+        let url = url::Url::parse(url).map_err(|e| vec![format!("{url:?}: {e}")])?;
+        let path = percent_encoding::percent_decode_str(url.path())
+            .decode_utf8_lossy()
+            .trim_start_matches('/')
+            .to_owned();
+        let found: Vec<(&String, &Value)> = self
+            .methods
+            .iter()
+            .filter(|(_, method)| {
+                method["httpMethod"].as_str() == Some(http_method)
+                    && method["flatPath"]
+                        .as_str()
+                        .is_some_and(|flat| path_pattern(flat).is_match(&path))
+            })
+            .collect();
+        let (id, method) = match found.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(vec![format!(
+                    "{http_method} {path}: no method of {} has this verb and path",
+                    self.file
+                )]);
+            }
+            many => {
+                let ids: Vec<&str> = many.iter().map(|(id, _)| id.as_str()).collect();
+                return Err(vec![format!("{http_method} {path}: ambiguous, {ids:?}")]);
+            }
+        };
+        let mut problems = Vec::new();
+        for (key, _) in url.query_pairs() {
+            let declared = method["parameters"][key.as_ref()]["location"].as_str() == Some("query");
+            if !declared && !STANDARD_PARAMETERS.contains(&key.as_ref()) {
+                problems.push(format!("{id}: takes no query parameter {key:?}"));
+            }
+        }
+        let body = body.filter(|b| !b.is_null());
+        match (method["request"]["$ref"].as_str(), body) {
+            (Some(schema), Some(body)) => {
+                problems.extend(self.problems(schema, body, Direction::Request, exempt));
+            }
+            (Some(schema), None) => problems.push(format!("{id}: needs a {schema} body")),
+            (None, Some(body)) => problems.push(format!("{id}: takes no body, got {body}")),
+            (None, None) => {}
+        }
+        if problems.is_empty() {
+            Ok(id.clone())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The method id of a call, panicking with every problem it has.
+    pub(crate) fn assert_call(
+        &self,
+        http_method: &str,
+        url: &str,
+        body: Option<&Value>,
+        exempt: &[&str],
+    ) -> String {
+        match self.check_call(http_method, url, body, exempt) {
+            Ok(id) => id,
+            Err(problems) => panic!(
+                "{http_method} {url}\n{}\nis not a valid call of {}:\n  {}",
+                body.map(|b| format!("{b:#}")).unwrap_or_default(),
+                self.file,
+                problems.join("\n  ")
+            ),
+        }
+    }
+
+    /// The schema a method answers with.
+    pub(crate) fn response_schema(&self, method_id: &str) -> String {
+        self.methods[method_id]["response"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method_id} has no response schema"))
+            .to_owned()
     }
 
     /// The values of the enum of `schema.property`.
@@ -251,6 +372,23 @@ impl Walk<'_> {
     }
 }
 
+/// A method's `flatPath` (`v1/projects/{projectsId}/models/{modelsId}:x`)
+/// as a pattern of paths: each `{...}` one segment without `:`.
+fn path_pattern(flat_path: &str) -> regex::Regex {
+    let mut pattern = String::from("^");
+    let mut rest = flat_path;
+    while let Some(open) = rest.find('{') {
+        pattern.push_str(&regex::escape(&rest[..open]));
+        pattern.push_str("[^/:]+");
+        rest = rest[open..]
+            .find('}')
+            .map_or("", |close| &rest[open + close + 1..]);
+    }
+    pattern.push_str(&regex::escape(rest));
+    pattern.push('$');
+    regex::Regex::new(&pattern).unwrap_or_else(|e| panic!("{flat_path}: {e}"))
+}
+
 /// Whether a property's description starts with `marker`.
 fn describes(spec: &Value, marker: &str) -> bool {
     spec.get("description")
@@ -371,6 +509,78 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("required field \"displayName\"")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn calls_are_matched_to_methods_with_their_query_and_body() {
+        let ml = Discovery::load(ML_DEPLOY);
+        assert_eq!(
+            ml.check_call(
+                "POST",
+                "http://127.0.0.1:1/v1/projects/p/models",
+                Some(&json!({"name": "m", "regions": ["us-central1"]})),
+                &[],
+            ),
+            Ok("ml.projects.models.create".to_owned())
+        );
+        assert_eq!(
+            ml.check_call(
+                "GET",
+                "https://ml.googleapis.com/v1/projects/p/operations/{OPERATION_ID}",
+                None,
+                &[]
+            ),
+            Ok("ml.projects.operations.get".to_owned())
+        );
+        assert_eq!(
+            ml.check_call(
+                "POST",
+                "https://ml.googleapis.com/v1/projects/p/models/m/versions/v1:setDefault",
+                Some(&json!({})),
+                &[]
+            ),
+            Ok("ml.projects.models.versions.setDefault".to_owned())
+        );
+        let cases: [(&str, &str, Option<Value>, &str); 5] = [
+            (
+                "DELETE",
+                "http://h/v1/projects/p/models/m",
+                None,
+                "no method",
+            ),
+            ("POST", "http://h/v1/projects/p/models", None, "needs a"),
+            (
+                "GET",
+                "http://h/v1/projects/p/models/m",
+                Some(json!({})),
+                "takes no body",
+            ),
+            (
+                "GET",
+                "http://h/v1/projects/p/models/m?pageSize=1",
+                None,
+                "no query parameter",
+            ),
+            (
+                "POST",
+                "http://h/v1/projects/p/models",
+                Some(json!({"name": "m", "region": "x"})),
+                "has no field",
+            ),
+        ];
+        for (method, url, body, expected) in cases {
+            let problems = ml
+                .check_call(method, url, body.as_ref(), &[])
+                .expect_err(url);
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{method} {url}: {problems:?}"
+            );
+        }
+        assert_eq!(
+            ml.response_schema("ml.projects.models.versions.create"),
+            "GoogleLongrunning__Operation"
         );
     }
 

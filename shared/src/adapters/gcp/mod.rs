@@ -21,6 +21,14 @@
 //! - [`ai_platform`]: jobs as legacy AI Platform Training jobs
 //!   (`projects.jobs.create`), the seeds' shape, kept for API-compatible
 //!   endpoints ([`AiPlatformExecutor`](ai_platform::AiPlatformExecutor)).
+//! - [`deploy`]: what both deployers share: [`DeploySettings`](deploy::DeploySettings),
+//!   long-running operations, one call either sent or printed by the dry run.
+//! - [`ai_platform_deploy`]: models deployed as AI Platform Prediction
+//!   versions (`versions.create`, `setDefault`), what the user asked for
+//!   ([`AiPlatformDeployer`](ai_platform_deploy::AiPlatformDeployer)).
+//! - [`vertex_deploy`]: models deployed on Vertex AI, the live successor
+//!   (`models.upload`, `endpoints.deployModel`, the previous model kept with
+//!   no traffic) ([`VertexDeployer`](vertex_deploy::VertexDeployer)).
 //! - [`events`]: Cloud Storage object events as Eventarc (binary or
 //!   structured CloudEvents) and Pub/Sub push subscriptions deliver them, and
 //!   the event bus's messages as Pub/Sub pushes them back to us.
@@ -38,7 +46,9 @@
 //! Google's published discovery documents (`tests/fixtures/google/`).
 
 pub mod ai_platform;
+pub mod ai_platform_deploy;
 pub mod auth;
+pub mod deploy;
 pub mod events;
 pub mod jobs;
 pub mod oidc;
@@ -46,6 +56,7 @@ pub mod pubsub;
 pub mod rest;
 pub mod storage;
 pub mod vertex;
+pub mod vertex_deploy;
 
 pub use storage::{GcsSettings, GcsSetupError, GcsStore};
 

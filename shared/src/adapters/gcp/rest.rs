@@ -175,6 +175,16 @@ impl From<ApiError> for ExecutorError {
     }
 }
 
+impl From<ApiError> for RemoteError {
+    fn from(error: ApiError) -> Self {
+        if error.is_transient() {
+            Self::transient(error.to_string())
+        } else {
+            Self::Permanent(error.to_string())
+        }
+    }
+}
+
 /// Checks that `value` can be one segment of a URL path as is: no `/`, no
 /// characters that would need escaping, not `.` or `..`.
 pub fn check_segment(name: &'static str, value: &str) -> Result<(), SetupError> {

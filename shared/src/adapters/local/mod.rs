@@ -8,11 +8,14 @@
 //! - [`bus`]: the EventBus as an in-process queue kept in the bucket.
 //! - [`git`]: the notebooks a commit changed, and a clean copy of a commit.
 //! - [`reports`]: a terminal table, JUnit XML and Markdown of many outcomes.
+//! - [`registry`]: the Deployer as a model registry folder, whose `CURRENT`
+//!   pointer names the version that serves.
 
 pub mod bus;
 pub mod engine;
 pub mod executor;
 pub mod git;
+pub mod registry;
 pub mod reports;
 pub mod runner;
 pub mod store;

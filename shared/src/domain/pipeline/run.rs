@@ -124,9 +124,10 @@ impl RunId {
     }
 
     /// The model version a run deploys: a letter first, then lowercase
-    /// letters, digits and underscores (AI Platform's rule, and a valid
-    /// Vertex AI version alias), derived from the id so that a repeated
-    /// deploy of the same run names the same version.
+    /// letters, digits and underscores (AI Platform's rule; Vertex AI's
+    /// version aliases take no `_`, so its deployer spells them `-`),
+    /// derived from the id so that a repeated deploy of the same run names
+    /// the same version.
     pub fn version_name(&self) -> String {
         format!("v{}", self.0.to_ascii_lowercase().replace('-', "_"))
     }
@@ -599,8 +600,15 @@ impl PipelineRun {
             runtime_version: deploy.runtime_version.clone(),
             python_version: deploy.python_version.clone(),
             machine_type: deploy.machine_type.clone(),
+            image: deploy.image.clone(),
             set_default: deploy.set_default,
             labels,
+            metrics: self
+                .gate
+                .as_ref()
+                .and_then(|gate| gate.metrics.as_ref())
+                .map(|metrics| metrics.values.clone())
+                .unwrap_or_default(),
         })
     }
 
