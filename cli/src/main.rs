@@ -4,6 +4,7 @@
 //! usage; 3 timed out; 4 an infrastructure error.
 
 mod check;
+mod pipeline;
 mod progress;
 mod run;
 mod runner;
@@ -39,6 +40,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run one cloud job: gs://BUCKET/PREFIX/job.json (the runner image's entrypoint).
     Runner(runner::RunnerArgs),
+    /// Run notebook pipelines (prepare -> train -> evaluate -> gate -> deploy) and manage deployments.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 /// A failure that ends the command with a given exit code and one message line.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check::check(args).await,
             Command::Serve(args) => serve::serve(args).await,
             Command::Runner(args) => runner::runner(args).await,
+            Command::Pipeline(args) => pipeline::pipeline(args).await,
         }
     });
     match result {

@@ -26,6 +26,8 @@ pub enum Service {
     Scheduler,
     /// `nbci serve`: all three in one process.
     Serve,
+    /// `nbci pipeline`: pipelines run on this machine (and deploy dry runs).
+    Pipeline,
 }
 
 impl Service {
@@ -35,6 +37,7 @@ impl Service {
             Service::GcsEvents => "gcs-events",
             Service::Scheduler => "scheduler",
             Service::Serve => "nbci serve",
+            Service::Pipeline => "nbci pipeline",
         }
     }
 }
@@ -51,9 +54,13 @@ pub struct Variable {
     pub secret: bool,
 }
 
-use Service::{GcsEvents, GithubWebhook, Scheduler, Serve};
+use Service::{GcsEvents, GithubWebhook, Pipeline, Scheduler, Serve};
 
 const ALL: &[Service] = &[GithubWebhook, GcsEvents, Scheduler, Serve];
+/// What `nbci pipeline` reads besides the local settings: Google's, to deploy
+/// to AI Platform or Vertex AI and to print what a deployment would send.
+const GOOGLE: &[Service] = &[GithubWebhook, GcsEvents, Scheduler, Serve, Pipeline];
+const LOCAL_RUNS: &[Service] = &[Serve, Pipeline];
 /// Services that drive checks: all of them (the webhook creates them,
 /// gcs-events completes them, the scheduler completes lost jobs).
 const CHECKS: &[Service] = ALL;
@@ -127,7 +134,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_JOBS",
         default: Some("the number of cores"),
         meaning: "notebooks the local executor runs at once",
-        services: LOCAL,
+        services: LOCAL_RUNS,
         secret: false,
     },
     Variable {
@@ -162,14 +169,14 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_PYTHON",
         default: Some("a .venv above nbci or the working directory, else python3"),
         meaning: "the Python interpreter with papermill that runs notebooks locally",
-        services: LOCAL,
+        services: LOCAL_RUNS,
         secret: false,
     },
     Variable {
         name: "NBCI_BUCKET",
         default: Some("none: nbci serve uses NBCI_DATA_DIR; the cloud services require it"),
         meaning: "the Cloud Storage bucket (name or gs://name) for sources, check states and results",
-        services: ALL,
+        services: GOOGLE,
         secret: false,
     },
     Variable {
@@ -183,7 +190,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_REGION",
         default: Some("us-central1"),
         meaning: "the region of Vertex AI jobs and endpoints (and AI Platform's region)",
-        services: ALL,
+        services: GOOGLE,
         secret: false,
     },
     Variable {
@@ -204,14 +211,14 @@ pub const VARIABLES: &[Variable] = &[
         name: "NBCI_VERTEX_ENDPOINT",
         default: Some("https://{region}-aiplatform.googleapis.com"),
         meaning: "the Vertex AI API root (tests and API-compatible services)",
-        services: ALL,
+        services: GOOGLE,
         secret: false,
     },
     Variable {
         name: "NBCI_ML_ENDPOINT",
         default: Some("https://ml.googleapis.com"),
         meaning: "the AI Platform (ml v1) API root (tests and API-compatible services)",
-        services: ALL,
+        services: GOOGLE,
         secret: false,
     },
     Variable {
@@ -253,7 +260,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "RUST_LOG",
         default: Some("info"),
         meaning: "log filter (tracing's EnvFilter syntax)",
-        services: ALL,
+        services: GOOGLE,
         secret: false,
     },
     Variable {
@@ -267,7 +274,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "GOOGLE_CLOUD_PROJECT",
         default: Some("unset"),
         meaning: "the project, for the trace field of log lines",
-        services: ALL,
+        services: GOOGLE,
         secret: false,
     },
 ];
@@ -365,6 +372,10 @@ pub struct Config {
     /// `GOOGLE_CLOUD_PROJECT`, when set.
     pub project: Option<String>,
     pub region: String,
+    /// `NBCI_VERTEX_ENDPOINT`, `NBCI_ML_ENDPOINT`: API roots for tests and
+    /// API-compatible services (jobs and deployments).
+    pub vertex_endpoint: Option<String>,
+    pub ml_endpoint: Option<String>,
     pub dispatch_topic: Option<String>,
     /// `PUBSUB_EMULATOR_HOST`, when the topic is an emulator's.
     pub pubsub_emulator: Option<String>,
@@ -500,7 +511,9 @@ impl Config {
                     emulator: value("STORAGE_EMULATOR_HOST"),
                 }
             }
-            None if service == Service::Serve => Storage::Directory(data_dir.clone()),
+            None if matches!(service, Service::Serve | Service::Pipeline) => {
+                Storage::Directory(data_dir.clone())
+            }
             None => {
                 return Err(ConfigError::Missing {
                     name: "NBCI_BUCKET",
@@ -509,7 +522,7 @@ impl Config {
             }
         };
         let executor = match value("NBCI_EXECUTOR").as_deref() {
-            None if service == Service::Serve => ExecutorKind::Local,
+            None if matches!(service, Service::Serve | Service::Pipeline) => ExecutorKind::Local,
             None => ExecutorKind::Vertex,
             Some("local") if service == Service::Serve => ExecutorKind::Local,
             Some("vertex") => ExecutorKind::Vertex,
@@ -593,6 +606,8 @@ impl Config {
             cloud,
             project,
             region,
+            vertex_endpoint: http_url("NBCI_VERTEX_ENDPOINT")?,
+            ml_endpoint: http_url("NBCI_ML_ENDPOINT")?,
             dispatch_topic,
             pubsub_emulator: value("PUBSUB_EMULATOR_HOST"),
             oidc,

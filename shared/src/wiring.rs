@@ -19,24 +19,30 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::adapters::gcp::ai_platform::AiPlatformExecutor;
+use crate::adapters::gcp::ai_platform_deploy::AiPlatformDeployer;
 use crate::adapters::gcp::auth::{AdcTokenSource, TokenSource};
+use crate::adapters::gcp::deploy::DeploySettings;
 use crate::adapters::gcp::jobs::JobSettings;
 use crate::adapters::gcp::oidc::{OidcGuard, OidcSettings};
 use crate::adapters::gcp::pubsub::{PubSubBus, PubSubSettings};
 use crate::adapters::gcp::storage::{GcsSettings, GcsStore};
 use crate::adapters::gcp::vertex::VertexExecutor;
+use crate::adapters::gcp::vertex_deploy::VertexDeployer;
 use crate::adapters::github::{
     AppCredentials, GitHubApp, GitHubClient, GitHubConfig, InstallationTokens,
 };
 use crate::adapters::local::bus::LocalBus;
 use crate::adapters::local::engine::{PapermillEngine, ProgressSink, Python};
 use crate::adapters::local::executor::LocalExecutor;
+use crate::adapters::local::registry::LocalRegistry;
 use crate::adapters::local::runner::{JobRunner, sweep_checkouts};
 use crate::adapters::local::store::LocalDirStore;
 use crate::config::{CloudSettings, Config, ConfigError, ExecutorKind, Storage};
 use crate::domain::layout::{ResultKind, classify};
+use crate::domain::pipeline::spec::DeployTarget;
 use crate::flows::ci::{Ci, CiSettings};
 use crate::flows::inbox::Inbox;
+use crate::flows::pipeline::{Deployers, PipelineSettings, Pipelines};
 use crate::ports::bus::{EventBus, Message};
 use crate::ports::check_runs::CheckRuns;
 use crate::ports::executor::NotebookExecutor;
@@ -67,6 +73,37 @@ pub enum WiringError {
     Cloud(String),
 }
 
+/// Where the bucket's objects are as jobs see them: the directory bucket's
+/// objects folder, or `gs://BUCKET`.
+fn store_root(config: &Config) -> String {
+    match &config.storage {
+        Storage::Directory(dir) => crate::util::uri::absolute(&dir.join("objects"))
+            .display()
+            .to_string(),
+        Storage::Gcs { bucket, .. } => format!("gs://{bucket}"),
+    }
+}
+
+fn pipeline_settings(
+    config: &Config,
+    root: &str,
+    backoff: Backoff,
+    worker: String,
+) -> PipelineSettings {
+    PipelineSettings {
+        image: config
+            .cloud
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), |cloud| cloud.runner_image.clone()),
+        artifacts_root: root.to_owned(),
+        default_timeout: Some(config.job_timeout),
+        lost_job_grace: config.lost_job_grace,
+        backoff,
+        worker,
+        ..PipelineSettings::default()
+    }
+}
+
 /// How often a server without Cloud Scheduler sweeps its active checks.
 pub const LOCAL_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -82,6 +119,7 @@ pub struct Services {
     pub check_runs: Arc<dyn CheckRuns>,
     pub sources: Arc<dyn Sources>,
     pub ci: Ci,
+    pub pipelines: Pipelines,
     pub inbox: Inbox,
     /// Checks Google-signed ID tokens on the routes Google calls (`/tick`,
     /// `/dispatch`); open when no audience is configured.
@@ -130,15 +168,49 @@ fn github_app(config: &Config) -> Result<Arc<GitHubApp>, WiringError> {
     Ok(Arc::new(GitHubApp::new(client, tokens)))
 }
 
+fn adc_tokens() -> Result<Arc<dyn TokenSource>, WiringError> {
+    Ok(Arc::new(
+        AdcTokenSource::from_environment()
+            .map_err(|error| WiringError::Cloud(error.to_string()))?,
+    ))
+}
+
+/// The deployers this configuration can reach: the local registry beside a
+/// directory bucket; AI Platform and Vertex AI with a Google project.
+pub fn deployers(config: &Config) -> Result<Deployers, WiringError> {
+    let mut deployers = Deployers::default();
+    if let Storage::Directory(dir) = &config.storage {
+        deployers = deployers.with(
+            DeployTarget::Local,
+            Arc::new(LocalRegistry::new(dir.join("registry"))),
+        );
+    }
+    if let Some(project) = &config.project {
+        let tokens = adc_tokens()?;
+        let mut settings = DeploySettings::new(project, &config.region);
+        settings.ml_endpoint = config.ml_endpoint.clone();
+        settings.vertex_endpoint = config.vertex_endpoint.clone();
+        let setup =
+            |error: crate::adapters::gcp::rest::SetupError| WiringError::Cloud(error.to_string());
+        deployers = deployers
+            .with(
+                DeployTarget::AiPlatform,
+                Arc::new(AiPlatformDeployer::new(settings.clone(), tokens.clone()).map_err(setup)?),
+            )
+            .with(
+                DeployTarget::Vertex,
+                Arc::new(VertexDeployer::new(settings, tokens).map_err(setup)?),
+            );
+    }
+    Ok(deployers)
+}
+
 fn cloud_executor(
     kind: ExecutorKind,
     cloud: &CloudSettings,
     bucket: &str,
 ) -> Result<Arc<dyn NotebookExecutor>, WiringError> {
-    let tokens: Arc<dyn TokenSource> = Arc::new(
-        AdcTokenSource::from_environment()
-            .map_err(|error| WiringError::Cloud(error.to_string()))?,
-    );
+    let tokens = adc_tokens()?;
     let mut settings = JobSettings::new(&cloud.project, &cloud.region, bucket, &cloud.runner_image);
     settings.service_account = cloud.runner_service_account.clone();
     settings.endpoint = match kind {
@@ -158,6 +230,70 @@ fn cloud_executor(
     Ok(executor)
 }
 
+/// The bucket `config` names; the directory bucket announces its finalize
+/// events on the bus that `bus_slot` will hold (the bus keeps its own
+/// messages in the bucket, so it is made after).
+async fn open_store(
+    config: &Config,
+    bus_slot: &Arc<OnceLock<LocalBus>>,
+) -> Result<(Arc<dyn ObjectStore>, Option<Arc<LocalDirStore>>), WiringError> {
+    match &config.storage {
+        Storage::Directory(dir) => {
+            let listener_bus = bus_slot.clone();
+            let local = Arc::new(
+                LocalDirStore::new(dir)?
+                    .own()?
+                    .with_finalize_listener(Arc::new(move |key: &str, generation: i64| {
+                        if classify(key) != ResultKind::Other
+                            && let Some(bus) = listener_bus.get()
+                        {
+                            bus.announce(Message::Finalized {
+                                key: key.to_owned(),
+                                generation,
+                            });
+                        }
+                    })),
+            );
+            Ok((local.clone(), Some(local)))
+        }
+        Storage::Gcs { bucket, emulator } => {
+            let gcs = GcsStore::new(GcsSettings::new(bucket.clone(), emulator.clone()))
+                .await
+                .map_err(|error| WiringError::Bucket(error.to_string()))?;
+            Ok((Arc::new(gcs), None))
+        }
+    }
+}
+
+/// The executor `config` names.
+fn open_executor(
+    config: &Config,
+    store: &Arc<dyn ObjectStore>,
+    scratch: &std::path::Path,
+    progress: ProgressSink,
+) -> Result<(Arc<dyn NotebookExecutor>, Option<LocalExecutor>), WiringError> {
+    match (config.executor, &config.cloud, &config.storage) {
+        (ExecutorKind::Local, _, _) => {
+            let engine = PapermillEngine::new(Python::discover(config.python.clone())?);
+            let runner = JobRunner {
+                engine,
+                work_dir: Some(scratch.to_owned()),
+                progress,
+            };
+            let local = LocalExecutor::new(store.clone(), runner, config.jobs);
+            Ok((Arc::new(local.clone()), Some(local)))
+        }
+        (kind, Some(cloud), Storage::Gcs { bucket, .. }) => {
+            Ok((cloud_executor(kind, cloud, bucket)?, None))
+        }
+        _ => Err(ConfigError::Missing {
+            name: "NBCI_BUCKET",
+            meaning: "cloud jobs need a Cloud Storage bucket and GOOGLE_CLOUD_PROJECT",
+        }
+        .into()),
+    }
+}
+
 impl Services {
     /// Builds every adapter `config` asks for and starts the bus's worker.
     /// `progress` hears every cell of locally run notebooks (the terminal of
@@ -165,62 +301,13 @@ impl Services {
     pub async fn build(config: Config, progress: ProgressSink) -> Result<Self, WiringError> {
         let app = github_app(&config)?;
 
-        // The directory bucket announces its finalize events on the bus, which
-        // keeps its own messages in the bucket: the listener finds the bus later.
         let bus_slot: Arc<OnceLock<LocalBus>> = Arc::new(OnceLock::new());
-        let (store, local_store): (Arc<dyn ObjectStore>, Option<Arc<LocalDirStore>>) =
-            match &config.storage {
-                Storage::Directory(dir) => {
-                    let listener_bus = bus_slot.clone();
-                    let local = Arc::new(LocalDirStore::new(dir)?.own()?.with_finalize_listener(
-                        Arc::new(move |key: &str, generation: i64| {
-                            if classify(key) != ResultKind::Other
-                                && let Some(bus) = listener_bus.get()
-                            {
-                                bus.announce(Message::Finalized {
-                                    key: key.to_owned(),
-                                    generation,
-                                });
-                            }
-                        }),
-                    ));
-                    (local.clone(), Some(local))
-                }
-                Storage::Gcs { bucket, emulator } => {
-                    let gcs = GcsStore::new(GcsSettings::new(bucket.clone(), emulator.clone()))
-                        .await
-                        .map_err(|error| WiringError::Bucket(error.to_string()))?;
-                    (Arc::new(gcs), None)
-                }
-            };
+        let (store, local_store) = open_store(&config, &bus_slot).await?;
         let backoff = Backoff::new(Duration::from_secs(2), config.retry_max);
         let background = TaskTracker::new();
-
-        let worker = worker_name(&config);
+        let ci_worker = worker_name(&config);
         let scratch = config.data_dir.join("work");
-        let (executor, local_executor): (Arc<dyn NotebookExecutor>, Option<LocalExecutor>) =
-            match (config.executor, &config.cloud, &config.storage) {
-                (ExecutorKind::Local, _, _) => {
-                    let engine = PapermillEngine::new(Python::discover(config.python.clone())?);
-                    let runner = JobRunner {
-                        engine,
-                        work_dir: Some(scratch.clone()),
-                        progress,
-                    };
-                    let local = LocalExecutor::new(store.clone(), runner, config.jobs);
-                    (Arc::new(local.clone()), Some(local))
-                }
-                (kind, Some(cloud), Storage::Gcs { bucket, .. }) => {
-                    (cloud_executor(kind, cloud, bucket)?, None)
-                }
-                _ => {
-                    return Err(ConfigError::Missing {
-                        name: "NBCI_BUCKET",
-                        meaning: "cloud jobs need a Cloud Storage bucket and GOOGLE_CLOUD_PROJECT",
-                    }
-                    .into());
-                }
-            };
+        let (executor, local_executor) = open_executor(&config, &store, &scratch, progress)?;
         let check_runs: Arc<dyn CheckRuns> = app.clone();
         let sources: Arc<dyn Sources> = app;
         let ci = Ci::new(
@@ -239,12 +326,18 @@ impl Services {
                 default_timeout: Some(config.job_timeout),
                 lost_job_grace: config.lost_job_grace,
                 backoff,
-                worker,
+                worker: ci_worker.clone(),
                 scratch_dir: Some(scratch),
                 ..CiSettings::default()
             },
         );
-        let inbox = Inbox::new(ci.clone());
+        let pipelines = Pipelines::new(
+            store.clone(),
+            executor.clone(),
+            deployers(&config)?,
+            pipeline_settings(&config, &store_root(&config), backoff, ci_worker.clone()),
+        );
+        let inbox = Inbox::new(Some(ci.clone()), Some(pipelines.clone()));
         let oidc = match &config.oidc {
             None => OidcGuard::open(),
             Some(settings) => {
@@ -285,6 +378,7 @@ impl Services {
             check_runs,
             sources,
             ci,
+            pipelines,
             inbox,
             oidc,
             local_bus: Some(local_bus),
@@ -317,11 +411,15 @@ impl Services {
         if let Err(error) = self.ci.sweep(owns_bucket).await {
             tracing::error!(%error, "cannot sweep the active checks");
         }
+        if let Err(error) = self.pipelines.sweep().await {
+            tracing::error!(%error, "cannot sweep the active pipeline runs");
+        }
         if self.config.service != crate::config::Service::Serve {
             // On Cloud Run, Cloud Scheduler's tick sweeps.
             return;
         }
         let ci = self.ci.clone();
+        let pipelines = self.pipelines.clone();
         let stop = self.stop.clone();
         self.background.spawn(async move {
             let mut interval = tokio::time::interval(LOCAL_SWEEP_INTERVAL);
@@ -331,6 +429,9 @@ impl Services {
                     _ = interval.tick() => {
                         if let Err(error) = ci.sweep(false).await {
                             tracing::warn!(%error, "sweeping the active checks failed");
+                        }
+                        if let Err(error) = pipelines.sweep().await {
+                            tracing::warn!(%error, "sweeping the active pipeline runs failed");
                         }
                     }
                     () = stop.cancelled() => return,
@@ -345,6 +446,7 @@ impl Services {
     pub async fn shutdown(&self, deadline: Duration) {
         self.stop.cancel();
         self.ci.begin_shutdown();
+        self.pipelines.begin_shutdown();
         self.background.close();
         if let Some(local) = &self.local_executor {
             local.tracker().close();
@@ -353,5 +455,63 @@ impl Services {
         if drained.is_err() {
             tracing::warn!("shutdown deadline reached with check steps still in flight");
         }
+    }
+}
+
+/// What `nbci pipeline` needs: the bucket, an executor, the deployers and the
+/// CD flow, with the bucket's finalize events delivered to it. No GitHub.
+#[derive(Debug)]
+pub struct PipelineWorld {
+    pub config: Config,
+    pub store: Arc<dyn ObjectStore>,
+    pub pipelines: Pipelines,
+    local_bus: LocalBus,
+    background: TaskTracker,
+}
+
+impl PipelineWorld {
+    /// Builds the world `config` describes (a [`Service::Pipeline`] config).
+    pub async fn build(config: Config, progress: ProgressSink) -> Result<Self, WiringError> {
+        let bus_slot: Arc<OnceLock<LocalBus>> = Arc::new(OnceLock::new());
+        let (store, _local) = open_store(&config, &bus_slot).await?;
+        let backoff = Backoff::new(Duration::from_secs(2), config.retry_max);
+        let scratch = config.data_dir.join("work");
+        let (executor, _) = open_executor(&config, &store, &scratch, progress)?;
+        let pipelines = Pipelines::new(
+            store.clone(),
+            executor,
+            deployers(&config)?,
+            pipeline_settings(&config, &store_root(&config), backoff, worker_name(&config)),
+        );
+        let (local_bus, worker) = LocalBus::new(store.clone(), backoff);
+        let _ = bus_slot.set(local_bus.clone());
+        let background = TaskTracker::new();
+        let inbox = Inbox::new(None, Some(pipelines.clone()));
+        background.spawn(worker.run(Arc::new(inbox), background.clone()));
+        Ok(Self {
+            config,
+            store,
+            pipelines,
+            local_bus,
+            background,
+        })
+    }
+
+    /// Resumes what a killed `nbci pipeline run` left: queued finalize
+    /// events and active runs.
+    pub async fn recover(&self) {
+        sweep_checkouts(&self.config.data_dir.join("work"));
+        if let Err(error) = self.local_bus.replay().await {
+            tracing::warn!(%error, "cannot read the queued messages");
+        }
+        if let Err(error) = self.pipelines.sweep().await {
+            tracing::warn!(%error, "cannot sweep the active pipeline runs");
+        }
+    }
+
+    /// Stops background work.
+    pub fn shutdown(&self) {
+        self.pipelines.begin_shutdown();
+        self.background.close();
     }
 }

@@ -139,6 +139,16 @@ pub fn active_prefix() -> String {
     format!("{ACTIVE}/")
 }
 
+/// The prefix of the active markers of CI checks.
+pub fn active_checks_prefix() -> String {
+    format!("{ACTIVE}/{CI}/")
+}
+
+/// The prefix of the active markers of pipeline runs.
+pub fn active_runs_prefix() -> String {
+    format!("{ACTIVE}/{PIPELINES}/")
+}
+
 /// The check prefix an active marker stands for.
 pub fn check_of_active_key(key: &str) -> Option<&str> {
     key.strip_prefix(ACTIVE)?.strip_prefix('/')

@@ -968,7 +968,7 @@ impl Ci {
     /// starting after a crash).
     pub async fn sweep(&self, void_leases: bool) -> Result<SweepSummary, CiError> {
         let mut summary = SweepSummary::default();
-        for marker in self.store.list(&layout::active_prefix()).await? {
+        for marker in self.store.list(&layout::active_checks_prefix()).await? {
             let Some(prefix) = layout::check_of_active_key(&marker) else {
                 continue;
             };

@@ -4,29 +4,55 @@
 use async_trait::async_trait;
 
 use super::ci::{Ci, CiError};
+use super::pipeline::{PipelineError, Pipelines};
 use crate::domain::layout::{ResultKind, classify};
 use crate::ports::bus::{HandlerError, Message, MessageHandler};
 
 /// Routes bus messages to the flows.
 #[derive(Debug, Clone)]
 pub struct Inbox {
-    ci: Ci,
+    ci: Option<Ci>,
+    pipelines: Option<Pipelines>,
+}
+
+/// Why an event could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error(transparent)]
+    Ci(#[from] CiError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl InboxError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Ci(error) => error.is_transient(),
+            Self::Pipeline(error) => error.is_transient(),
+        }
+    }
 }
 
 impl Inbox {
-    pub fn new(ci: Ci) -> Self {
-        Self { ci }
+    /// An inbox for the flows this process runs (`nbci pipeline run` has no CI).
+    pub fn new(ci: Option<Ci>, pipelines: Option<Pipelines>) -> Self {
+        Self { ci, pipelines }
     }
 
     /// Handles a finalize event of the object at `key`.
-    pub async fn finalized(&self, key: &str) -> Result<(), CiError> {
+    pub async fn finalized(&self, key: &str) -> Result<(), InboxError> {
         match classify(key) {
             ResultKind::Ci { job_prefix } => {
-                let handling = self.ci.on_result(job_prefix).await?;
-                tracing::debug!(%key, ?handling, "handled a CI result");
+                if let Some(ci) = &self.ci {
+                    let handling = ci.on_result(job_prefix).await?;
+                    tracing::debug!(%key, ?handling, "handled a CI result");
+                }
             }
             ResultKind::PipelineStep { job_prefix } => {
-                tracing::info!(%job_prefix, "a pipeline step's result landed (pipelines are not handled yet)");
+                if let Some(pipelines) = &self.pipelines {
+                    let handling = pipelines.on_result(job_prefix).await?;
+                    tracing::debug!(%key, ?handling, "handled a pipeline step's result");
+                }
             }
             ResultKind::Other => {}
         }
@@ -34,7 +60,7 @@ impl Inbox {
     }
 }
 
-fn handler_error(error: CiError) -> HandlerError {
+fn handler_error(error: InboxError) -> HandlerError {
     if error.is_transient() {
         HandlerError::Transient(error.to_string())
     } else {
@@ -46,7 +72,14 @@ fn handler_error(error: CiError) -> HandlerError {
 impl MessageHandler for Inbox {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
         match message {
-            Message::Dispatch(trigger) => self.ci.dispatch(trigger).await.map(|_| ()),
+            Message::Dispatch(trigger) => match &self.ci {
+                Some(ci) => ci
+                    .dispatch(trigger)
+                    .await
+                    .map(|_| ())
+                    .map_err(InboxError::from),
+                None => Ok(()),
+            },
             Message::Finalized { key, .. } => self.finalized(key).await,
         }
         .map_err(handler_error)

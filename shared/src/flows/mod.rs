@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`ci`]: trigger -> one durable check per changed notebook -> completed check runs.
+//! - [`pipeline`]: a pipeline run, step by step, through the gate to a deployment.
 //! - [`inbox`]: what the event bus delivers, routed to the flows.
 
 pub mod ci;
 pub mod inbox;
+pub mod pipeline;

@@ -45,6 +45,40 @@ fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
     Ok(output.stdout)
 }
 
+/// The file at `path` in `commit`, or `None` when the commit has no such file.
+pub fn read_file_at(repo: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+    let listed = git(repo, &["ls-tree", "-z", "--name-only", commit, "--", path])?;
+    if listed.is_empty() {
+        return Ok(None);
+    }
+    git(repo, &["cat-file", "blob", &format!("{commit}:{path}")]).map(Some)
+}
+
+/// Every file path in `commit`.
+pub fn files_at(repo: &Path, commit: &str) -> Result<std::collections::HashSet<String>, GitError> {
+    let listed = git(repo, &["ls-tree", "-r", "-z", "--name-only", commit])?;
+    Ok(split_nul(&listed).into_iter().collect())
+}
+
+/// Writes `commit` as a gzip tarball with one top-level directory, as
+/// GitHub's tarball API lays it out, to the new file `dest`.
+pub fn archive_commit(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
+    let short = commit.get(..7).unwrap_or(commit);
+    let prefix = format!("--prefix=nbci-local-{short}/");
+    let output = format!("--output={}", dest.display());
+    git(
+        repo,
+        &["archive", "--format=tar.gz", &prefix, &output, commit],
+    )
+    .map(|_| ())
+}
+
+/// The top directory of the work tree `repo` is in.
+pub fn top_level(repo: &Path) -> Result<PathBuf, GitError> {
+    let out = git(repo, &["rev-parse", "--show-toplevel"])?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
+}
+
 /// The full commit id `rev` names in `repo`.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
     let spec = format!("{rev}^{{commit}}");

@@ -264,6 +264,48 @@ pub struct DeployedVersion {
     pub metrics: Metrics,
 }
 
+/// `pipelines/{pipeline}/deployed.json`: the version serving now (the
+/// gate's `better_than_deployed` baseline) and the ones before it, newest
+/// first, for `nbci pipeline rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeployedHistory {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<DeployedVersion>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<DeployedVersion>,
+}
+
+/// How many earlier versions the history keeps.
+const HISTORY: usize = 20;
+
+impl DeployedHistory {
+    /// The history after `version` went live; a repeat of the current version changes nothing.
+    pub fn deployed(&self, version: DeployedVersion) -> Self {
+        let mut next = self.clone();
+        if next.current.as_ref().map(|c| &c.version) == Some(&version.version) {
+            return next;
+        }
+        if let Some(current) = next.current.take() {
+            next.previous.insert(0, current);
+            next.previous.truncate(HISTORY);
+        }
+        next.current = Some(version);
+        next
+    }
+
+    /// The history after a rollback to the previous version, and that
+    /// version; `None` when there is none to go back to.
+    pub fn rolled_back(&self) -> Option<(Self, DeployedVersion)> {
+        let mut next = self.clone();
+        if next.previous.is_empty() {
+            return None;
+        }
+        let back = next.previous.remove(0);
+        next.current = Some(back.clone());
+        Some((next, back))
+    }
+}
+
 /// One check of the gate and how it went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateCheck {

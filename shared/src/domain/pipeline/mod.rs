@@ -20,7 +20,7 @@ pub mod spec;
 #[cfg(test)]
 mod simulation;
 
-pub use gate::{DeployedVersion, GateDecision, GateSpec, Metrics, Threshold};
+pub use gate::{DeployedHistory, DeployedVersion, GateDecision, GateSpec, Metrics, Threshold};
 pub use lock::{Admission, PipelineLock, SkipReason};
 pub use run::{PipelineRun, RunAction, RunCause, RunId, RunPhase, RunTrigger};
 pub use spec::{Pipeline, PipelineSpec, SpecError, SpecErrors};
