@@ -334,3 +334,62 @@ impl NotebookExecutor for FakeExecutor {
         Ok(())
     }
 }
+
+/// A deployer whose operations end after a few polls.
+#[derive(Debug, Default)]
+pub struct FakeDeployer {
+    pub deployed: Mutex<Vec<crate::domain::deploy::DeployRequest>>,
+    pub polls: Mutex<usize>,
+    /// Polls answered pending before an operation is done.
+    pub pending_polls: usize,
+    pub serving: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl crate::ports::deployer::Deployer for FakeDeployer {
+    async fn deploy(
+        &self,
+        request: &crate::domain::deploy::DeployRequest,
+    ) -> Result<crate::domain::deploy::DeployOperation, RemoteError> {
+        self.deployed.lock().expect("lock").push(request.clone());
+        Ok(crate::domain::deploy::DeployOperation(format!(
+            "op-{}",
+            request.version
+        )))
+    }
+
+    async fn poll(
+        &self,
+        request: &crate::domain::deploy::DeployRequest,
+        _operation: &crate::domain::deploy::DeployOperation,
+    ) -> Result<crate::domain::deploy::DeployStatus, RemoteError> {
+        let mut polls = self.polls.lock().expect("lock");
+        *polls += 1;
+        if *polls <= self.pending_polls {
+            return Ok(crate::domain::deploy::DeployStatus::Pending);
+        }
+        self.serving
+            .lock()
+            .expect("lock")
+            .push(request.version.clone());
+        Ok(crate::domain::deploy::DeployStatus::Deployed {
+            version: request.version.clone(),
+        })
+    }
+
+    async fn set_serving(&self, _model: &str, version: &str) -> Result<(), RemoteError> {
+        self.serving.lock().expect("lock").push(version.to_owned());
+        Ok(())
+    }
+
+    async fn serving(&self, _model: &str) -> Result<Option<String>, RemoteError> {
+        Ok(self.serving.lock().expect("lock").last().cloned())
+    }
+
+    fn plan(
+        &self,
+        _request: &crate::domain::deploy::DeployRequest,
+    ) -> Result<Vec<crate::domain::deploy::PlannedRequest>, RemoteError> {
+        Ok(Vec::new())
+    }
+}

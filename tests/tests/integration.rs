@@ -17,5 +17,6 @@ mod integration {
     pub mod gcs;
     pub mod github_flow;
     pub mod infra;
+    pub mod pipeline;
     pub mod run;
 }

@@ -895,3 +895,319 @@ impl Pipelines {
         Ok(deployer.plan(&request)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::store::LocalDirStore;
+    use crate::domain::job::Job;
+    use crate::domain::pipeline::{RunCause, RunPhase};
+    use crate::testing::{FakeDeployer, FakeExecutor};
+
+    const SPEC: &str = r#"
+pipelines:
+  train:
+    branch: main
+    steps:
+      - notebook: prepare.ipynb
+      - notebook: train.ipynb
+      - notebook: evaluate.ipynb
+    gate:
+      metrics: {accuracy: ">= 0.9"}
+      better_than_deployed: accuracy
+    deploy:
+      target: local
+      model: m
+"#;
+
+    struct World {
+        _dir: tempfile::TempDir,
+        store: Arc<LocalDirStore>,
+        executor: Arc<FakeExecutor>,
+        deployer: Arc<FakeDeployer>,
+        flow: Pipelines,
+        pipeline: Pipeline,
+    }
+
+    fn world() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalDirStore::new(dir.path()).expect("store"));
+        let executor = Arc::new(FakeExecutor::default());
+        let deployer = Arc::new(FakeDeployer {
+            pending_polls: 2,
+            ..FakeDeployer::default()
+        });
+        let flow = Pipelines::new(
+            store.clone(),
+            executor.clone(),
+            Deployers::default().with(DeployTarget::Local, deployer.clone()),
+            PipelineSettings {
+                artifacts_root: dir.path().join("objects").display().to_string(),
+                backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
+                deploy_poll: Backoff::new(Duration::from_millis(10), Duration::from_millis(20)),
+                lost_job_grace: Duration::from_millis(10),
+                ..PipelineSettings::default()
+            },
+        );
+        let spec = crate::domain::pipeline::PipelineSpec::parse(SPEC, |_| true).expect("spec");
+        let pipeline = spec.pipeline("train").expect("pipeline").clone();
+        World {
+            _dir: dir,
+            store,
+            executor,
+            deployer,
+            flow,
+            pipeline,
+        }
+    }
+
+    fn trigger(time: &str) -> RunTrigger {
+        RunTrigger::new(
+            time.parse().expect("time"),
+            &"a".repeat(40),
+            RunCause::Manual,
+        )
+        .expect("trigger")
+    }
+
+    impl World {
+        async fn finish(&self, job: &Job, status: Status) {
+            let outcome = Outcome::without_result(
+                job,
+                status,
+                "done",
+                "file:///o".into(),
+                crate::util::time::now_rfc3339(),
+            );
+            self.store
+                .put(
+                    &job.result_key(),
+                    outcome.to_json(),
+                    "application/json",
+                    Precondition::None,
+                )
+                .await
+                .expect("result");
+        }
+
+        async fn write_metrics(&self, run: &PipelineRun, accuracy: f64) {
+            self.store
+                .put(
+                    &run.metrics_key(),
+                    format!("{{\"accuracy\": {accuracy}}}").into_bytes(),
+                    "application/json",
+                    Precondition::None,
+                )
+                .await
+                .expect("metrics");
+        }
+
+        async fn until(
+            &self,
+            prefix: &str,
+            what: &str,
+            done: impl Fn(&PipelineRun) -> bool,
+        ) -> PipelineRun {
+            for _ in 0..500 {
+                if let Some(run) = self.flow.run(prefix).await.expect("run")
+                    && done(&run)
+                {
+                    return run;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "timed out waiting for {what}: {:#?}",
+                self.flow.run(prefix).await
+            );
+        }
+
+        /// Runs the run at `prefix` through its steps, delivering each
+        /// result `times` times (duplicates).
+        async fn run_steps(&self, prefix: &str, accuracy: f64, times: usize) -> PipelineRun {
+            for step in 0..3 {
+                let run = self
+                    .until(prefix, "the step submitted", |run| {
+                        run.step_running() == Some(step)
+                    })
+                    .await;
+                let job = self
+                    .executor
+                    .submitted
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .rfind(|job| job.prefix == run.steps[step].prefix)
+                    .cloned()
+                    .expect("job");
+                assert!(
+                    job.parameters.contains_key("artifacts_dir")
+                        && job.parameters.contains_key("run_id")
+                );
+                if step == 2 {
+                    self.write_metrics(&run, accuracy).await;
+                }
+                self.finish(&job, Status::Succeeded).await;
+                for _ in 0..times {
+                    self.flow.on_result(&job.prefix).await.expect("on_result");
+                }
+            }
+            self.until(prefix, "the end", PipelineRun::is_finished)
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_goes_through_its_steps_the_gate_and_a_deploy_once() {
+        let world = world();
+        let trigger = trigger("2026-11-30T03:00:00Z");
+        let prefix = layout::pipeline_run_prefix("train", trigger.run_id.as_str());
+        let started = world
+            .flow
+            .start(&world.pipeline, trigger.clone(), "src/x.tar.gz")
+            .await
+            .expect("start");
+        assert_eq!(started, Started::Running(trigger.run_id.clone()));
+        let run = world.run_steps(&prefix, 0.95, 3).await;
+        assert_eq!(run.phase, RunPhase::Deployed, "{run:#?}");
+        assert_eq!(
+            world.executor.submitted.lock().expect("lock").len(),
+            3,
+            "each step once"
+        );
+        assert_eq!(
+            world.deployer.deployed.lock().expect("lock").len(),
+            1,
+            "one deploy"
+        );
+        let history = world.flow.deployed("train").await.expect("history");
+        assert_eq!(
+            history.current.as_ref().map(|v| v.version.clone()),
+            Some(trigger.run_id.version_name())
+        );
+        assert!(world.store.list("active/").await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_worse_model_is_rejected_and_nothing_is_deployed() {
+        let world = world();
+        let first = trigger("2026-11-30T03:00:00Z");
+        world
+            .flow
+            .start(&world.pipeline, first.clone(), "src/x.tar.gz")
+            .await
+            .expect("start");
+        world
+            .run_steps(
+                &layout::pipeline_run_prefix("train", first.run_id.as_str()),
+                0.97,
+                1,
+            )
+            .await;
+        let second = trigger("2026-11-30T04:00:00Z");
+        world
+            .flow
+            .start(&world.pipeline, second.clone(), "src/x.tar.gz")
+            .await
+            .expect("start");
+        let run = world
+            .run_steps(
+                &layout::pipeline_run_prefix("train", second.run_id.as_str()),
+                0.93,
+                1,
+            )
+            .await;
+        assert_eq!(run.phase, RunPhase::GateRejected);
+        let gate = run.gate.expect("gate");
+        assert!(
+            gate.checks
+                .iter()
+                .any(|c| !c.passed && c.check.contains("deployed")),
+            "{gate:#?}"
+        );
+        assert_eq!(
+            world.deployer.deployed.lock().expect("lock").len(),
+            1,
+            "only the first deployed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_trigger_waits_for_the_first_and_a_failed_step_ends_the_run() {
+        let world = world();
+        let first = trigger("2026-11-30T03:00:00Z");
+        let second = trigger("2026-11-30T03:30:00Z");
+        world
+            .flow
+            .start(&world.pipeline, first.clone(), "src/x.tar.gz")
+            .await
+            .expect("start");
+        let queued = world
+            .flow
+            .start(&world.pipeline, second.clone(), "src/x.tar.gz")
+            .await
+            .expect("queue");
+        assert_eq!(
+            queued,
+            Started::Queued {
+                run_id: second.run_id.clone(),
+                replaced: None
+            }
+        );
+        let again = world
+            .flow
+            .start(&world.pipeline, second.clone(), "src/x.tar.gz")
+            .await
+            .expect("again");
+        assert!(matches!(again, Started::Skipped { .. }));
+        let first_prefix = layout::pipeline_run_prefix("train", first.run_id.as_str());
+        let run = world
+            .until(&first_prefix, "step 1", |run| run.step_running() == Some(0))
+            .await;
+        let job = world.executor.submissions_of("prepare.ipynb").remove(0);
+        world.finish(&job, Status::Failed).await;
+        world.flow.on_result(&job.prefix).await.expect("on_result");
+        let run_after = world
+            .until(&first_prefix, "failed", PipelineRun::is_finished)
+            .await;
+        assert_eq!(run_after.phase, RunPhase::Failed);
+        assert_eq!(run.steps.len(), 3);
+        // The queued run starts once the first is over.
+        let second_prefix = layout::pipeline_run_prefix("train", second.run_id.as_str());
+        world
+            .until(&second_prefix, "the queued run started", |run| {
+                run.step_running() == Some(0)
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_step_is_submitted_again() {
+        let world = world();
+        let first = trigger("2026-11-30T03:00:00Z");
+        world
+            .flow
+            .start(&world.pipeline, first.clone(), "src/x.tar.gz")
+            .await
+            .expect("start");
+        let prefix = layout::pipeline_run_prefix("train", first.run_id.as_str());
+        let run = world
+            .until(&prefix, "step 1", |run| run.step_running() == Some(0))
+            .await;
+        // The executor forgets the job (a restarted machine): submitted again.
+        let handle = run.steps[0].handle.clone().expect("handle");
+        world
+            .executor
+            .states
+            .lock()
+            .expect("lock")
+            .remove(&handle.0);
+        world.flow.sweep().await.expect("sweep");
+        world
+            .until(&prefix, "resubmitted", |run| {
+                run.steps[0].resubmissions == 1 && run.step_running() == Some(0)
+            })
+            .await;
+        assert_eq!(world.executor.submissions_of("prepare.ipynb").len(), 2);
+    }
+}
