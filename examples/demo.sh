@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: a throwaway git repository holding the demo
 # pipeline, with two commits: the first adds three working notebooks, the
-# second breaks train.ipynb. `nbci check` runs on each: one green, one red.
+# second breaks train.ipynb. `nbci check` runs on each: one green, one red;
+# after the first, the CD pipeline runs and deploys the model to the local
+# registry.
 set -euo pipefail
 NBCI=${1:-target/debug/nbci}
 NBCI=$(cd "$(dirname "$NBCI")" && pwd)/$(basename "$NBCI")
@@ -22,6 +24,10 @@ banner() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 banner "Commit 1: three new notebooks (expected: green)"
 "$NBCI" check --repo "$REPO" --junit "$WORK/commit1.junit.xml" --summary "$WORK/commit1.md"
 
+banner "Commit 1: the pipeline prepare -> train -> evaluate -> gate -> deploy (expected: deployed)"
+"$NBCI" pipeline run --repo "$REPO"
+"$NBCI" pipeline status --repo "$REPO" | head -1
+
 python3 "$HERE/demo-break.py" "$REPO" >/dev/null
 git commit --quiet -am "Tune the model (introduces a typo)"
 
@@ -39,3 +45,5 @@ fi
 echo "Demo repository:   $REPO"
 echo "Reports:           $WORK/commit1.md, $WORK/commit2.md (and .junit.xml)"
 echo "Executed notebooks: $REPO/.git/nbci/check/<commit>/"
+echo "Pipeline runs:     $REPO/.git/nbci/pipelines/objects/pipelines/ (nbci pipeline status --repo $REPO)"
+echo "Deployed model:    $REPO/.git/nbci/pipelines/registry/demo_model/CURRENT"
