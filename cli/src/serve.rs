@@ -70,6 +70,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         .merge(scheduler::routes(scheduler::SchedulerState {
             oidc: services.oidc.clone(),
             ci: services.ci.clone(),
+            pipelines: services.pipelines.clone(),
         }))
         .layer(axum::middleware::from_fn(nbci_shared::http::with_trace));
     tracing::info!(

@@ -263,6 +263,22 @@ impl Sources for FakeSources {
         })
     }
 
+    async fn branch_head(
+        &self,
+        repo: &crate::domain::repo::RepoRef,
+        branch: Option<&str>,
+    ) -> Result<(CommitRef, String), RemoteError> {
+        Ok((
+            CommitRef {
+                installation: crate::domain::repo::InstallationId(1),
+                repo: repo.clone(),
+                sha: crate::domain::repo::CommitSha::try_from("b".repeat(40))
+                    .map_err(RemoteError::Permanent)?,
+            },
+            branch.unwrap_or("main").to_owned(),
+        ))
+    }
+
     async fn download_archive(&self, _commit: &CommitRef, dest: &Path) -> Result<(), RemoteError> {
         *self.downloads.lock().expect("lock") += 1;
         std::fs::write(dest, &self.archive).map_err(|e| RemoteError::Permanent(e.to_string()))

@@ -336,7 +336,8 @@ impl Services {
             executor.clone(),
             deployers(&config)?,
             pipeline_settings(&config, &store_root(&config), backoff, ci_worker.clone()),
-        );
+        )
+        .with_sources(sources.clone());
         let inbox = Inbox::new(Some(ci.clone()), Some(pipelines.clone()));
         let oidc = match &config.oidc {
             None => OidcGuard::open(),

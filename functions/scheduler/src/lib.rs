@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use nbci_shared::adapters::gcp::oidc::{Claims, OidcGuard};
+use nbci_shared::domain::repo::RepoRef;
 use nbci_shared::flows::ci::Ci;
+use nbci_shared::flows::pipeline::{PipelineError, Pipelines};
 use nbci_shared::http::AppError;
 use serde_json::json;
 
@@ -28,6 +30,21 @@ pub struct SchedulerState {
     /// The CI flow whose active checks a tick sweeps (lost jobs, overdue
     /// jobs, steps waiting for a retry).
     pub ci: Ci,
+    /// The CD flow: a tick naming a pipeline starts its run; every tick
+    /// sweeps active runs (lost steps, deployments to poll).
+    pub pipelines: Pipelines,
+}
+
+/// What a tick may name: Cloud Scheduler's job for one pipeline's schedule
+/// posts `{"pipeline": NAME, "repository": "owner/repo"}`; the every-minute
+/// sweep posts `{}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TickBody {
+    #[serde(default)]
+    pipeline: Option<String>,
+    #[serde(default)]
+    repository: Option<String>,
 }
 
 /// The service's routes: `POST /tick` and `GET /healthz`. Handler tests call
@@ -50,21 +67,75 @@ pub fn routes(state: SchedulerState) -> Router {
 /// One tick: every active check is swept (jobs that died without a result
 /// or outlived their timeout are completed, steps due for a retry are
 /// performed). A transient failure answers 503; Cloud Scheduler retries.
-async fn tick(State(state): State<SchedulerState>, caller: Option<Extension<Claims>>) -> Response {
+async fn tick(
+    State(state): State<SchedulerState>,
+    caller: Option<Extension<Claims>>,
+    body: axum::body::Bytes,
+) -> Response {
     let caller = caller.and_then(|Extension(claims)| claims.email);
-    tracing::info!(caller = caller.as_deref().unwrap_or("(unchecked)"), "tick");
+    let body: TickBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TickBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(error) => {
+                return AppError::BadRequest(format!("the tick's body: {error}")).into_response();
+            }
+        }
+    };
+    tracing::info!(
+        caller = caller.as_deref().unwrap_or("(unchecked)"),
+        pipeline = body.pipeline.as_deref().unwrap_or(""),
+        "tick"
+    );
+    let unavailable_or_internal = |transient: bool, reason: String| {
+        if transient {
+            AppError::Unavailable(reason).into_response()
+        } else {
+            AppError::Internal(reason).into_response()
+        }
+    };
+    let started = match (&body.pipeline, &body.repository) {
+        (Some(pipeline), Some(repository)) => {
+            let Some(repo) = RepoRef::parse(repository) else {
+                return AppError::BadRequest(format!("{repository:?} is not owner/name"))
+                    .into_response();
+            };
+            match state.pipelines.on_schedule(&repo, pipeline).await {
+                Ok(started) => Some(format!("{started:?}")),
+                Err(PipelineError::Refused(reason)) => {
+                    // The repository's to fix; Cloud Scheduler retrying cannot help.
+                    tracing::warn!(%reason, "a scheduled pipeline could not start");
+                    Some(format!("refused: {reason}"))
+                }
+                Err(error) => {
+                    return unavailable_or_internal(error.is_transient(), error.to_string());
+                }
+            }
+        }
+        (None, None) => None,
+        _ => {
+            return AppError::BadRequest(
+                "a tick names both a pipeline and its repository, or neither".into(),
+            )
+            .into_response();
+        }
+    };
+    let runs = match state.pipelines.sweep().await {
+        Ok(runs) => runs,
+        Err(error) => return unavailable_or_internal(error.is_transient(), error.to_string()),
+    };
     match state.ci.sweep(false).await {
         Ok(summary) => Json(json!({
             "ticked": true,
             "checks": summary.checks,
             "lost_jobs": summary.lost_jobs,
             "resubmitted": summary.resubmitted,
+            "pipeline_runs": runs,
+            "started": started,
         }))
         .into_response(),
-        Err(error) if error.is_transient() => {
-            AppError::Unavailable(error.to_string()).into_response()
-        }
-        Err(error) => AppError::Internal(error.to_string()).into_response(),
+        Err(error) => unavailable_or_internal(error.is_transient(), error.to_string()),
     }
 }
 
@@ -87,7 +158,7 @@ mod tests {
 
     /// The CI flow over a directory bucket of its own (nothing active: a
     /// tick sweeps nothing), kept alive for the test's process.
-    fn test_ci() -> Ci {
+    fn test_flows() -> (Ci, Pipelines) {
         let data = tempfile::tempdir().expect("tempdir").keep();
         let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/github/test-app-key.pkcs1.pem");
@@ -112,8 +183,9 @@ mod tests {
         })
         .expect("services");
         let ci = services.ci.clone();
+        let pipelines = services.pipelines.clone();
         std::mem::forget(services);
-        ci
+        (ci, pipelines)
     }
 
     /// The service with a guard that trusts `server`'s keys.
@@ -123,7 +195,8 @@ mod tests {
             .with_jwks_url(server.url());
         app(SchedulerState {
             oidc: OidcGuard::from_settings(Some(settings)).expect("guard"),
-            ci: test_ci(),
+            ci: test_flows().0,
+            pipelines: test_flows().1,
         })
     }
 
@@ -225,7 +298,8 @@ mod tests {
     async fn without_an_audience_ticks_pass_unchecked() {
         let app = app(SchedulerState {
             oidc: OidcGuard::from_settings(None).expect("guard"),
-            ci: test_ci(),
+            ci: test_flows().0,
+            pipelines: test_flows().1,
         });
         let (status, body) = send(&app, tick_request(None)).await;
         assert_eq!(status, StatusCode::OK);
@@ -237,7 +311,8 @@ mod tests {
     async fn only_post_ticks() {
         let app = app(SchedulerState {
             oidc: OidcGuard::from_settings(None).expect("guard"),
-            ci: test_ci(),
+            ci: test_flows().0,
+            pipelines: test_flows().1,
         });
         let (status, _) = send(
             &app,

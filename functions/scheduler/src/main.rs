@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let state = scheduler::SchedulerState {
         oidc: services.oidc.clone(),
         ci: services.ci.clone(),
+        pipelines: services.pipelines.clone(),
     };
     let addr = nbci_shared::http::bind_addr(services.config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;

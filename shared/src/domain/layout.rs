@@ -41,6 +41,8 @@ pub const RESULT_FILE: &str = "result.json";
 pub const CHECK_FILE: &str = "check.json";
 /// A pipeline run's state.
 pub const RUN_STATE_FILE: &str = "state.json";
+/// The pipeline spec at the top of a repository (**contract**).
+pub const PIPELINE_SPEC_FILE: &str = "nbci.yaml";
 /// What the last step of a pipeline writes to `artifacts_dir` for the gate.
 pub const METRICS_FILE: &str = "metrics.json";
 /// A pipeline's lock: its active run and the trigger queued behind it.

@@ -23,6 +23,10 @@ pub struct Trigger {
     /// An explicit re-run: run again even what already ran for this commit.
     #[serde(default)]
     pub rerun: bool,
+    /// The branch ref a push moved (`refs/heads/main`): pipelines of that
+    /// branch start a run. `None` for other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
 }
 
 impl Trigger {
@@ -50,6 +54,7 @@ mod tests {
             base: Some("main".into()),
             only: None,
             rerun: false,
+            git_ref: None,
         };
         let json = serde_json::to_string(&trigger).expect("json");
         assert_eq!(

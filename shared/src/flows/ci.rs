@@ -1183,6 +1183,7 @@ mod tests {
             base: Some("main".into()),
             only: only.map(str::to_owned),
             rerun,
+            git_ref: None,
         }
     }
 

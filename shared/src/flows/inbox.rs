@@ -60,6 +60,40 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    /// A trigger handed off by the webhook: its notebooks get checks, and a
+    /// push to a pipeline's branch starts that pipeline's run.
+    async fn dispatched(
+        &self,
+        trigger: &crate::domain::trigger::Trigger,
+    ) -> Result<(), InboxError> {
+        if let Some(ci) = &self.ci {
+            ci.dispatch(trigger).await?;
+        }
+        let Some(pipelines) = &self.pipelines else {
+            return Ok(());
+        };
+        if trigger.git_ref.is_none() {
+            return Ok(());
+        }
+        match pipelines.on_push(trigger).await {
+            Ok(started) => {
+                for (pipeline, outcome) in started {
+                    tracing::info!(%pipeline, ?outcome, "a push started a pipeline run");
+                }
+                Ok(())
+            }
+            // A repository's nbci.yaml the flow refuses is its author's to
+            // fix: logged, not delivered again.
+            Err(PipelineError::Refused(reason)) => {
+                tracing::warn!(%reason, "a push could not start pipelines");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
 fn handler_error(error: InboxError) -> HandlerError {
     if error.is_transient() {
         HandlerError::Transient(error.to_string())
@@ -72,14 +106,7 @@ fn handler_error(error: InboxError) -> HandlerError {
 impl MessageHandler for Inbox {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
         match message {
-            Message::Dispatch(trigger) => match &self.ci {
-                Some(ci) => ci
-                    .dispatch(trigger)
-                    .await
-                    .map(|_| ())
-                    .map_err(InboxError::from),
-                None => Ok(()),
-            },
+            Message::Dispatch(trigger) => self.dispatched(trigger).await,
             Message::Finalized { key, .. } => self.finalized(key).await,
         }
         .map_err(handler_error)

@@ -29,14 +29,18 @@ use crate::domain::deploy::{DeployStatus, PlannedRequest};
 use crate::domain::job::{JobRecord, JobState};
 use crate::domain::layout;
 use crate::domain::outcome::{Outcome, Status};
+use crate::domain::pipeline::PipelineSpec;
 use crate::domain::pipeline::spec::DeployTarget;
 use crate::domain::pipeline::{
     Admission, DeployedHistory, DeployedVersion, Pipeline, PipelineLock, PipelineRun, RunAction,
     RunId, RunTrigger,
 };
+use crate::domain::repo::{CommitRef, RepoRef};
+use crate::domain::trigger::Trigger;
 use crate::ports::RemoteError;
 use crate::ports::deployer::Deployer;
 use crate::ports::executor::{ExecutorError, NotebookExecutor};
+use crate::ports::sources::Sources;
 use crate::ports::store::{
     JsonObjectError, ObjectStore, Precondition, StoreError, get_json, put_json,
 };
@@ -169,6 +173,9 @@ pub enum StepHandling {
 pub struct Pipelines {
     store: Arc<dyn ObjectStore>,
     executor: Arc<dyn NotebookExecutor>,
+    /// The code host, for runs started by a push or a schedule (`None` on
+    /// one machine, where `nbci pipeline run` stages the source itself).
+    sources: Option<Arc<dyn Sources>>,
     deployers: Deployers,
     settings: Arc<PipelineSettings>,
     tracker: TaskTracker,
@@ -190,12 +197,160 @@ impl Pipelines {
         Self {
             store,
             executor,
+            sources: None,
             deployers,
             settings: Arc::new(settings),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             drives: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// The flow with a code host: pushes and schedules can start runs.
+    pub fn with_sources(mut self, sources: Arc<dyn Sources>) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// Stages the commit's tarball (once) and reads its `nbci.yaml`;
+    /// `None` when the commit has none.
+    async fn spec_at(
+        &self,
+        commit: &CommitRef,
+    ) -> Result<Option<(PipelineSpec, String)>, PipelineError> {
+        let Some(sources) = &self.sources else {
+            return Err(PipelineError::Refused(
+                "no code host is configured here".into(),
+            ));
+        };
+        let key = layout::source_key(&commit.repo, &commit.sha);
+        let scratch = tempfile::Builder::new()
+            .prefix("nbci-spec-")
+            .tempdir()
+            .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?;
+        let archive = scratch.path().join("source.tar.gz");
+        if !self.store.get_to_file(&key, &archive).await? {
+            sources.download_archive(commit, &archive).await?;
+            match self
+                .store
+                .put_file(
+                    &key,
+                    &archive,
+                    "application/gzip",
+                    Precondition::DoesNotExist,
+                )
+                .await
+            {
+                Ok(_) | Err(StoreError::PreconditionFailed(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            let open = || std::fs::File::open(&archive).map(std::io::BufReader::new);
+            let wanted = std::collections::HashSet::from([layout::PIPELINE_SPEC_FILE.to_owned()]);
+            let spec = crate::util::archive::read_files(open()?, &wanted, 1 << 20)
+                .map_err(std::io::Error::other)?;
+            let names = crate::util::archive::file_names(open()?).map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>((spec, names))
+        })
+        .await
+        .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?
+        .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?;
+        let (files, names) = read;
+        let Some(text) = files.get(layout::PIPELINE_SPEC_FILE) else {
+            return Ok(None);
+        };
+        let spec = PipelineSpec::parse(&String::from_utf8_lossy(text), |path| names.contains(path))
+            .map_err(|errors| {
+                PipelineError::Refused(format!(
+                    "{}@{}: nbci.yaml is invalid:\n{errors}",
+                    commit.repo,
+                    commit.sha.as_str().get(..7).unwrap_or("")
+                ))
+            })?;
+        Ok(Some((spec, key)))
+    }
+
+    /// A push moved a branch: the pipelines of that branch start a run at
+    /// the pushed commit. Answers what each did.
+    pub async fn on_push(
+        &self,
+        trigger: &Trigger,
+    ) -> Result<Vec<(String, Started)>, PipelineError> {
+        let Some(git_ref) = &trigger.git_ref else {
+            return Ok(Vec::new());
+        };
+        let commit = trigger.commit();
+        let Some((spec, source)) = self.spec_at(&commit).await? else {
+            return Ok(Vec::new());
+        };
+        let mut started = Vec::new();
+        for pipeline in spec.started_by_push(git_ref) {
+            let run_trigger = RunTrigger::new(
+                jiff::Timestamp::now(),
+                commit.sha.as_str(),
+                crate::domain::pipeline::RunCause::Push {
+                    git_ref: git_ref.clone(),
+                    delivery: trigger.delivery.clone(),
+                },
+            )
+            .map_err(|error| PipelineError::Refused(error.to_string()))?;
+            let outcome = self.start(pipeline, run_trigger, &source).await?;
+            started.push((pipeline.name.clone(), outcome));
+        }
+        Ok(started)
+    }
+
+    /// A Scheduler tick for `pipeline` of `repo`: a run starts at the head
+    /// of the pipeline's branch (as the default branch's nbci.yaml names it).
+    pub async fn on_schedule(
+        &self,
+        repo: &RepoRef,
+        pipeline: &str,
+    ) -> Result<Started, PipelineError> {
+        let Some(sources) = &self.sources else {
+            return Err(PipelineError::Refused(
+                "no code host is configured here".into(),
+            ));
+        };
+        let (default_head, _) = sources.branch_head(repo, None).await?;
+        let Some((spec, _)) = self.spec_at(&default_head).await? else {
+            return Err(PipelineError::Refused(format!("{repo} has no nbci.yaml")));
+        };
+        let Some(wanted) = spec.pipeline(pipeline) else {
+            return Err(PipelineError::Refused(format!(
+                "{repo}: no pipeline {pipeline:?} in nbci.yaml"
+            )));
+        };
+        let (head, spec, source) = match wanted.branch.as_deref() {
+            None => {
+                let (spec, source) = self
+                    .spec_at(&default_head)
+                    .await?
+                    .ok_or_else(|| PipelineError::Refused(format!("{repo} has no nbci.yaml")))?;
+                (default_head, spec, source)
+            }
+            Some(branch) => {
+                let (head, _) = sources.branch_head(repo, Some(branch)).await?;
+                let (spec, source) = self.spec_at(&head).await?.ok_or_else(|| {
+                    PipelineError::Refused(format!("{repo}@{branch} has no nbci.yaml"))
+                })?;
+                (head, spec, source)
+            }
+        };
+        let Some(pipeline_spec) = spec.pipeline(pipeline) else {
+            return Err(PipelineError::Refused(format!(
+                "{repo}: the branch's nbci.yaml has no pipeline {pipeline:?}"
+            )));
+        };
+        let at = jiff::Timestamp::now();
+        let trigger = RunTrigger::new(
+            at,
+            head.sha.as_str(),
+            crate::domain::pipeline::RunCause::Schedule { at: at.to_string() },
+        )
+        .map_err(|error| PipelineError::Refused(error.to_string()))?;
+        self.start(pipeline_spec, trigger, &source).await
     }
 
     /// Background drives and timers, for a server to drain at shutdown.

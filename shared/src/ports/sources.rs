@@ -5,7 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 
 use super::RemoteError;
-use crate::domain::repo::CommitRef;
+use crate::domain::repo::{CommitRef, RepoRef};
 
 /// The paths a commit added or modified (removed files are not listed;
 /// renamed ones at their new path), in the code host's order.
@@ -25,6 +25,13 @@ pub trait Sources: Send + Sync + std::fmt::Debug {
         commit: &CommitRef,
         base: &str,
     ) -> Result<ChangedPaths, RemoteError>;
+    /// The commit at the head of `branch` of `repo` (its default branch when
+    /// `None`), with the installation to act as, and the branch's name.
+    async fn branch_head(
+        &self,
+        repo: &RepoRef,
+        branch: Option<&str>,
+    ) -> Result<(CommitRef, String), RemoteError>;
     /// Downloads the repository at the commit, as a gzip tarball, into a new
     /// file at `dest`, streaming it.
     async fn download_archive(&self, commit: &CommitRef, dest: &Path) -> Result<(), RemoteError>;

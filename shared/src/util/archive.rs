@@ -236,6 +236,33 @@ pub fn read_files(
     Ok(found)
 }
 
+/// The paths of every regular file in a gzip tarball from GitHub (inside its
+/// top-level directory). Blocking.
+pub fn file_names(gzip_tar: impl std::io::Read) -> Result<HashSet<String>, UnpackError> {
+    let io = |error: std::io::Error| UnpackError::Io {
+        entry: None,
+        reason: error.to_string(),
+    };
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gzip_tar));
+    let mut names = HashSet::new();
+    let mut top_level: Option<String> = None;
+    for entry in archive.entries().map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            continue;
+        }
+        let path = entry.path().map_err(io)?.into_owned();
+        if let Ok(Some(relative)) = strip_top_level(&path, &mut top_level)
+            && kind.is_file()
+            && let Some(name) = relative.to_str()
+        {
+            names.insert(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
 /// The entry's path inside the top-level directory; `None` for that
 /// directory itself. The first entry sets the top-level name.
 fn strip_top_level(

@@ -567,3 +567,93 @@ async fn configuration_errors_name_the_variable_and_a_data_dir_serves_one_proces
 fn repo_names() -> (&'static str, &'static str) {
     (OWNER, REPO)
 }
+
+/// A push to a pipeline's branch starts a run (steps, gate, deploy to the
+/// local registry), and so does a Scheduler tick naming the pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_and_a_scheduler_tick_start_pipeline_runs() {
+    let spec = "pipelines:\n  nightly:\n    branch: master\n    steps:\n      - notebook: nb/evaluate.ipynb\n    gate:\n      metrics: {accuracy: \">= 0.5\"}\n    deploy:\n      target: local\n      model: m\n";
+    let mut evaluate: Value = serde_json::from_slice(&notebook(
+        &["artifacts_dir = '.'\nrun_id = 'x'", "import json, os\njson.dump({'accuracy': 0.9}, open(os.path.join(artifacts_dir, 'metrics.json'), 'w'))"],
+        json!({}),
+    ))
+    .expect("json");
+    evaluate["cells"][0]["metadata"]["tags"] = json!(["parameters"]);
+    let evaluate = serde_json::to_vec(&evaluate).expect("json");
+    let github = FakeGitHub::start_for_any_commit(
+        &[("nb/evaluate.ipynb", "modified")],
+        &[
+            ("nbci.yaml", spec.as_bytes().to_vec()),
+            ("nb/evaluate.ipynb", evaluate),
+        ],
+    )
+    .await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&github, data.path(), &[]).await;
+    let mut push = payload("push.branch.json");
+    let sha = "6666666666666666666666666666666666666666";
+    push["after"] = sha.into();
+    assert_eq!(server.deliver("push", "push-1", &push).await, 202);
+    let runs_dir = data.path().join("objects/pipelines/nightly/runs");
+    let deployed = |dir: &Path| -> Vec<Value> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("state.json")).ok())
+                    .filter_map(|text| serde_json::from_str::<Value>(&text).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !deployed(&runs_dir)
+        .iter()
+        .any(|run| run["phase"] == "deployed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the push's run never deployed: {:#?}\n{}",
+            deployed(&runs_dir),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let run = deployed(&runs_dir).remove(0);
+    assert_eq!(run["commit"], sha);
+    assert_eq!(run["cause"]["kind"], "push");
+    // A Scheduler tick for the pipeline: a run at the branch head.
+    let tick = reqwest::Client::new()
+        .post(format!("{}/tick", server.url))
+        .body(r#"{"pipeline": "nightly", "repository": "Codertocat/Hello-World"}"#)
+        .send()
+        .await
+        .expect("tick");
+    assert_eq!(tick.status().as_u16(), 200, "{}", server.log());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let runs = deployed(&runs_dir);
+        if runs
+            .iter()
+            .any(|r| r["commit"] == super::fake_github::BRANCH_HEAD && r["phase"] == "deployed")
+        {
+            assert!(runs.iter().any(|r| r["cause"]["kind"] == "schedule"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tick's run never deployed: {runs:#?}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let bad = reqwest::Client::new()
+        .post(format!("{}/tick", server.url))
+        .body(r#"{"pipeline": "nightly"}"#)
+        .send()
+        .await
+        .expect("tick");
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(github.problems().is_empty(), "{:?}", github.problems());
+    server.kill().await;
+}

@@ -344,6 +344,31 @@ impl Respond for ListCheckRuns {
     }
 }
 
+/// The head of every branch the fake knows.
+pub const BRANCH_HEAD: &str = "5555555555555555555555555555555555555555";
+
+/// A call GitHub accepts only with the App's own JWT.
+struct AppAuthorized<T: Respond>(T, Arc<Mutex<Journal>>);
+
+impl<T: Respond> Respond for AppAuthorized<T> {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let authorization = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let problem = match authorization {
+            None => Some(format!("{} without the App's JWT", request.url.path())),
+            Some(_) => jwt_problem(authorization),
+        };
+        if let Some(problem) = problem {
+            self.1.lock().expect("journal").problems.push(problem);
+            return ResponseTemplate::new(401)
+                .set_body_json(json!({"message": "A JSON web token could not be decoded"}));
+        }
+        self.0.respond(request)
+    }
+}
+
 struct Authorized<T: Respond>(T, Arc<Mutex<Journal>>);
 
 impl<T: Respond> Respond for Authorized<T> {
@@ -440,6 +465,38 @@ impl FakeGitHub {
         .with_priority(1)
         .mount(&server)
         .await;
+        // What a Scheduler tick asks: the App's installation on the
+        // repository (as the App), the default branch, a branch's head.
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{OWNER}/{REPO}/installation")))
+            .respond_with(AppAuthorized(
+                ResponseTemplate::new(200).set_body_json(json!({"id": INSTALLATION, "app_id": 1})),
+                journal.clone(),
+            ))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{OWNER}/{REPO}")))
+            .respond_with(Authorized(
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "full_name": format!("{OWNER}/{REPO}"), "default_branch": "master"})),
+                journal.clone(),
+            ))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(format!(
+                r"^/repos/{OWNER}/{REPO}/commits/[A-Za-z0-9_.-]+$"
+            )))
+            .respond_with(Authorized(
+                ResponseTemplate::new(200).set_body_json(json!({"sha": BRANCH_HEAD})),
+                journal.clone(),
+            ))
+            .with_priority(2)
+            .mount(&server)
+            .await;
         // Anything else is a call nbci should not have made.
         Mock::given(wiremock::matchers::any())
             .respond_with(
@@ -493,12 +550,14 @@ impl FakeGitHub {
             &format!("/repos/{OWNER}/{REPO}/tarball/"),
             &format!("/repos/{OWNER}/{REPO}/check-runs"),
             &format!("/repos/{OWNER}/{REPO}/commits/"),
+            &format!("/repos/{OWNER}/{REPO}/installation"),
         ];
         self.server
             .received_requests()
             .await
             .unwrap_or_default()
             .into_iter()
+            .filter(|r| r.url.path() != format!("/repos/{OWNER}/{REPO}"))
             .filter(|r| !known.iter().any(|k| r.url.path().starts_with(k)))
             .map(|r| format!("{} {}", r.method, r.url))
             .collect()

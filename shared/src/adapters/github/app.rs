@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::app_auth::{AuthError, InstallationTokens};
 use super::checks::{self, CheckOutput, CheckStatus, Conclusion, UpdateCheckRun};
 use super::client::{ClientError, FileStatus, GitHubClient};
-use crate::domain::repo::{CheckRunId, CommitRef, InstallationId};
+use crate::domain::repo::{CheckRunId, CommitRef, CommitSha, InstallationId, RepoRef};
 use crate::ports::RemoteError;
 use crate::ports::check_runs::{CheckRunUpdate, CheckRuns};
 use crate::ports::sources::{ChangedPaths, Sources};
@@ -70,7 +70,11 @@ pub fn client_error(error: ClientError) -> RemoteError {
 
 fn auth_error(error: AuthError) -> RemoteError {
     match error {
-        AuthError::Exchange { source, .. } if source.is_transient() => client_error(source),
+        AuthError::Exchange { source, .. } | AuthError::Lookup { source, .. }
+            if source.is_transient() =>
+        {
+            client_error(source)
+        }
         other => RemoteError::Permanent(other.to_string()),
     }
 }
@@ -197,6 +201,37 @@ impl Sources for GitHubApp {
                 .collect(),
             capped: changed.capped,
         })
+    }
+
+    async fn branch_head(
+        &self,
+        repo: &RepoRef,
+        branch: Option<&str>,
+    ) -> Result<(CommitRef, String), RemoteError> {
+        let installation = self
+            .tokens
+            .installation_of(repo)
+            .await
+            .map_err(auth_error)?;
+        let (sha, branch) = self
+            .as_installation(installation, |token| async move {
+                let branch = match branch {
+                    Some(branch) => branch.to_owned(),
+                    None => self.client.default_branch(repo, &token).await?,
+                };
+                let sha = self.client.branch_head(repo, &token, &branch).await?;
+                Ok((sha, branch))
+            })
+            .await?;
+        let sha = CommitSha::try_from(sha).map_err(RemoteError::Permanent)?;
+        Ok((
+            CommitRef {
+                installation,
+                repo: repo.clone(),
+                sha,
+            },
+            branch,
+        ))
     }
 
     async fn download_archive(&self, commit: &CommitRef, dest: &Path) -> Result<(), RemoteError> {

@@ -22,7 +22,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::client::{ClientError, GitHubClient, decode};
-use crate::domain::repo::InstallationId;
+use crate::domain::repo::{InstallationId, RepoRef};
 pub use crate::util::secret::Secret;
 use crate::util::time::parse_rfc3339;
 
@@ -61,6 +61,14 @@ pub enum AuthError {
     /// Occurs when the JWT cannot be signed (a key the crypto library refuses).
     #[error("cannot sign the GitHub App JWT: {0}")]
     Jwt(String),
+    /// Occurs when the App is not installed on a repository (404) or GitHub
+    /// cannot say.
+    #[error("cannot find the App's installation on {repo}: {source}")]
+    Lookup {
+        repo: String,
+        #[source]
+        source: ClientError,
+    },
     /// Occurs when the token exchange fails: a 401 usually means the key or
     /// App id is wrong or the clock is off; a 404, that the App was uninstalled.
     #[error("cannot get an installation token for installation {installation}: {source}")]
@@ -305,6 +313,36 @@ impl InstallationTokens {
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
+    }
+
+    /// The installation of the App on `repo`
+    /// (`GET /repos/{owner}/{repo}/installation`, as the App itself): what a
+    /// Scheduler tick, which names only a repository, acts as.
+    pub async fn installation_of(&self, repo: &RepoRef) -> Result<InstallationId, AuthError> {
+        #[derive(Deserialize)]
+        struct Installation {
+            id: InstallationId,
+        }
+        let what = "find the App's installation";
+        let jwt = self.credentials.app_jwt(SystemTime::now())?;
+        let url = self
+            .client
+            .url(&["repos", repo.owner(), repo.name(), "installation"]);
+        let lookup_error = |source| AuthError::Lookup {
+            repo: repo.to_string(),
+            source,
+        };
+        let response = self
+            .client
+            .send(what, || {
+                self.client.request(Method::GET, url.clone(), jwt.expose())
+            })
+            .await
+            .map_err(lookup_error)?;
+        Ok(decode::<Installation>(what, response)
+            .await
+            .map_err(lookup_error)?
+            .id)
     }
 
     /// Drops the cached token of `installation`, after GitHub refused it (401).

@@ -557,6 +557,47 @@ impl GitHubClient {
         Ok(())
     }
 
+    /// The repository's default branch (`GET /repos/{owner}/{repo}`).
+    pub async fn default_branch(
+        &self,
+        repo: &RepoRef,
+        token: &Secret,
+    ) -> Result<String, ClientError> {
+        #[derive(Deserialize)]
+        struct Repository {
+            default_branch: String,
+        }
+        let what = "get repository";
+        let url = self.url(&["repos", repo.owner(), repo.name()]);
+        let response = self
+            .send(what, || {
+                self.request(Method::GET, url.clone(), token.expose())
+            })
+            .await?;
+        Ok(decode::<Repository>(what, response).await?.default_branch)
+    }
+
+    /// The commit at the head of `branch` (`GET /repos/{owner}/{repo}/commits/{ref}`).
+    pub async fn branch_head(
+        &self,
+        repo: &RepoRef,
+        token: &Secret,
+        branch: &str,
+    ) -> Result<String, ClientError> {
+        #[derive(Deserialize)]
+        struct Commit {
+            sha: String,
+        }
+        let what = "get commit";
+        let url = self.url(&["repos", repo.owner(), repo.name(), "commits", branch]);
+        let response = self
+            .send(what, || {
+                self.request(Method::GET, url.clone(), token.expose())
+            })
+            .await?;
+        Ok(decode::<Commit>(what, response).await?.sha)
+    }
+
     /// The check runs named `name` on commit `sha`, with their external ids
     /// (`GET /repos/{owner}/{repo}/commits/{ref}/check-runs?check_name=..&filter=all`),
     /// page by page up to `max_pages` of 100.

@@ -339,6 +339,10 @@ impl Event {
     /// a re-run of a check whose name is not a notebook's: the same filter as
     /// changed files).
     pub fn trigger(&self, delivery: &str) -> Option<Trigger> {
+        let git_ref = match self {
+            Event::Push(e) => Some(e.git_ref.clone()),
+            _ => None,
+        };
         let (installation, repository, head, base, only, rerun) = match self {
             Event::CheckSuite(e) => (
                 e.installation.id,
@@ -400,6 +404,7 @@ impl Event {
             base,
             only,
             rerun,
+            git_ref,
         })
     }
 

@@ -33,6 +33,7 @@ fn dispatch(delivery: &str) -> Message {
         base: Some("main".into()),
         only: Some("notebooks/train.ipynb".into()),
         rerun: true,
+        git_ref: None,
     })
 }
 
