@@ -70,11 +70,8 @@ pub fn client_error(error: ClientError) -> RemoteError {
 
 fn auth_error(error: AuthError) -> RemoteError {
     match error {
-        AuthError::Exchange { source, .. } | AuthError::Lookup { source, .. }
-            if source.is_transient() =>
-        {
-            client_error(source)
-        }
+        AuthError::Exchange { source, .. } if source.is_transient() => client_error(source),
+        AuthError::Lookup { source, .. } if source.is_transient() => client_error(*source),
         other => RemoteError::Permanent(other.to_string()),
     }
 }

@@ -67,7 +67,7 @@ pub enum AuthError {
     Lookup {
         repo: String,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
     /// Occurs when the token exchange fails: a 401 usually means the key or
     /// App id is wrong or the clock is off; a 404, that the App was uninstalled.
@@ -330,7 +330,7 @@ impl InstallationTokens {
             .url(&["repos", repo.owner(), repo.name(), "installation"]);
         let lookup_error = |source| AuthError::Lookup {
             repo: repo.to_string(),
-            source,
+            source: Box::new(source),
         };
         let response = self
             .client
