@@ -273,7 +273,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "GOOGLE_CLOUD_PROJECT",
         default: Some("unset"),
-        meaning: "the project, for the trace field of log lines",
+        meaning: "the Google Cloud project: where cloud jobs run and models deploy; also the trace field of log lines",
         services: GOOGLE,
         secret: false,
     },

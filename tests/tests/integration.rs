@@ -11,6 +11,7 @@ mod integration {
     pub mod cloud_loop;
     pub mod common;
     pub mod conformance;
+    pub mod docs;
     pub mod durability;
     pub mod fake_gcs;
     pub mod fake_github;
