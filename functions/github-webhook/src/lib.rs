@@ -437,6 +437,79 @@ mod tests {
         );
     }
 
+    /// A handler that records what it is given and fails as told.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        seen: std::sync::Mutex<Vec<Message>>,
+        transient: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl MessageHandler for Recorder {
+        async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
+            self.seen.lock().expect("lock").push(message.clone());
+            if self.transient.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(HandlerError::Transient("GitHub is down".into()));
+            }
+            Ok(())
+        }
+    }
+
+    /// Pub/Sub's push envelope of `message`, as the push subscription posts it.
+    fn envelope(message: &Message) -> Vec<u8> {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .encode(serde_json::to_vec(message).expect("json"));
+        serde_json::to_vec(&serde_json::json!({
+            "message": {"data": data, "attributes": {"type": "dispatch"}, "messageId": "136969346945",
+                        "publishTime": "2026-11-30T03:00:00.000Z"},
+            "subscription": "projects/p/subscriptions/nbci-dispatch"
+        }))
+        .expect("json")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dispatch_takes_pubsub_pushes_and_asks_for_redelivery_when_it_must() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (services, state) = services(data.path(), "http://127.0.0.1:9");
+        let recorder = Arc::new(Recorder::default());
+        let app = app(WebhookState {
+            handler: recorder.clone(),
+            ..state
+        });
+        let body = fixture("check_suite.requested.json");
+        let event = parse_event("check_suite", &body).expect("event");
+        let message = Message::Dispatch(event.trigger("d-9").expect("trigger"));
+        let send = |body: Vec<u8>| {
+            let app = app.clone();
+            async move {
+                let request = axum::http::Request::post("/dispatch")
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .expect("request");
+                app.oneshot(request).await.expect("response").status()
+            }
+        };
+        assert_eq!(send(envelope(&message)).await, StatusCode::OK);
+        assert_eq!(
+            recorder.seen.lock().expect("lock").as_slice(),
+            &[message.clone()]
+        );
+        recorder
+            .transient
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            send(envelope(&message)).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Pub/Sub redelivers"
+        );
+        assert_eq!(
+            send(b"{not an envelope".to_vec()).await,
+            StatusCode::BAD_REQUEST
+        );
+        drop(services);
+    }
+
     /// A bus that refuses every message, as Pub/Sub might during an outage.
     #[derive(Debug)]
     struct DownBus;
