@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(send(envelope(&message)).await, StatusCode::OK);
         assert_eq!(
             recorder.seen.lock().expect("lock").as_slice(),
-            &[message.clone()]
+            std::slice::from_ref(&message)
         );
         recorder
             .transient
