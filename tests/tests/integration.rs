@@ -16,6 +16,7 @@ mod integration {
     pub mod fake_github;
     pub mod gcs;
     pub mod github_flow;
+    pub mod hostile_clients;
     pub mod infra;
     pub mod run;
 }
