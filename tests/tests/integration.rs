@@ -17,6 +17,8 @@ mod integration {
     pub mod gcs;
     pub mod github_flow;
     pub mod hostile_clients;
+    pub mod hostile_paths;
+    pub mod hostile_repos;
     pub mod infra;
     pub mod run;
 }
