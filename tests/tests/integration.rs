@@ -21,4 +21,5 @@ mod integration {
     pub mod hostile_repos;
     pub mod infra;
     pub mod run;
+    pub mod security;
 }

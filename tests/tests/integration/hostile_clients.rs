@@ -276,11 +276,8 @@ async fn slow_downloads_of_a_large_executed_notebook_are_streamed() {
                 }
             }
             tokio::time::sleep(Duration::from_secs(8)).await;
-            loop {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => read += chunk.len(),
-                    _ => break,
-                }
+            while let Ok(Some(chunk)) = response.chunk().await {
+                read += chunk.len();
             }
             (read, started.elapsed())
         })
