@@ -776,7 +776,7 @@ mod tests {
         // ... a second one, late with the same news, keeps the new token.
         tokens.forget_refused(InstallationId(4), &refused).await;
         tokens
-            .forget_refused(InstallationId(4), &Secret::new("other".into()))
+            .forget_refused(InstallationId(4), &Secret::new("other".to_owned()))
             .await;
         let kept = tokens.token(InstallationId(4)).await.expect("cached");
         assert_eq!(fresh.expose(), kept.expose());
