@@ -9,8 +9,9 @@
 //!
 //! | answer | when |
 //! |---|---|
-//! | 401, empty | signature missing, not `sha256=`, or wrong |
-//! | 413 | body over 25 MiB |
+//! | 401, empty | signature missing, not `sha256=`, or wrong (the first two before the body is read) |
+//! | 413 | body over 25 MiB (declared: before the body is read) |
+//! | 408 | the body did not arrive within `NBCI_HTTP_BODY_TIMEOUT` |
 //! | 400 + reason | headers missing, payload malformed |
 //! | 200 | ping, duplicate delivery |
 //! | 202 + reason | accepted, or deliberately ignored (event, action, no installation) |
