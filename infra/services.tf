@@ -72,13 +72,13 @@ module "github_webhook" {
   create_service = var.deploy_services
 
   env = merge(local.common_env, {
-    NBCI_PUBLIC_URL     = local.public_url
-    NBCI_MAX_NOTEBOOKS  = tostring(var.max_notebooks)
+    NBCI_PUBLIC_URL      = local.public_url
+    NBCI_MAX_NOTEBOOKS   = tostring(var.max_notebooks)
     NBCI_DISPATCH_TOPIC  = google_pubsub_topic.dispatch.id
     PUBSUB_EMULATOR_HOST = ""
     NBCI_OIDC_AUDIENCE   = local.service_urls.github_webhook
-    NBCI_OIDC_EMAIL     = google_service_account.push.email
-    NBCI_OIDC_JWKS_URL  = ""
+    NBCI_OIDC_EMAIL      = google_service_account.push.email
+    NBCI_OIDC_JWKS_URL   = ""
   })
   secret_env = {
     GITHUB_WEBHOOK_SECRET  = local.secret_refs.webhook_secret
