@@ -262,7 +262,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "NBCI_HTTP_HEADER_TIMEOUT",
-        default: Some("10s"),
+        default: Some("30s"),
         meaning: "time for a request's headers to arrive (and for an idle keep-alive connection to send its next request)",
         services: ALL,
         secret: false,

@@ -61,7 +61,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_connections: 512,
-            header_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(60),
@@ -274,6 +274,54 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn every_route_answers_503_past_the_request_timeout_and_bodies_get_the_budget() {
+        use axum::routing::{get, post};
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/budget",
+                post(|request: Request| async move {
+                    let budget = BodyBudget::of(&request);
+                    budget.available().to_string()
+                }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let limits = HttpLimits {
+            request_timeout: Duration::from_millis(300),
+            body_memory: 12345,
+            ..HttpLimits::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        let started = std::time::Instant::now();
+        let slow = reqwest::get(format!("{url}/slow")).await.expect("answered");
+        assert_eq!(slow.status().as_u16(), 503);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let budget = reqwest::Client::new()
+            .post(format!("{url}/budget"))
+            .body("x")
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(budget.text().await.expect("text"), "12345");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stops")
+            .expect("task")
+            .expect("served");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_takes_nothing_fails_the_write_after_the_timeout() {

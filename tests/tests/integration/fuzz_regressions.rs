@@ -112,9 +112,12 @@ fn pipeline_spec(data: &[u8]) {
     }
 }
 
+/// A fuzz target: its name and its body.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_kept_fuzz_input_is_handled() {
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [Target; 6] = [
         ("webhook_payload", webhook_payload),
         ("notebook", notebook),
         ("tarball", tarball),

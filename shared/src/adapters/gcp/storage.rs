@@ -650,7 +650,11 @@ impl ObjectStore for GcsStore {
             return Ok(None);
         };
         let generation = response.object().generation;
-        let size = u64::try_from(response.object().size).ok();
+        // A size of 0 may only mean "not said" (fake-gcs-server leaves it
+        // out): a wrong Content-Length would cut the answer, none costs nothing.
+        let size = u64::try_from(response.object().size)
+            .ok()
+            .filter(|size| *size > 0);
         let key = key.to_owned();
         let chunks = futures_util::stream::unfold(Some(response), move |state| {
             let key = key.clone();

@@ -603,6 +603,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn objects_stream_in_chunks_with_their_generation() {
+        use futures_util::StreamExt as _;
+        let (_dir, store) = store();
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let generation = store
+            .put("ci/a/output.ipynb", bytes.clone(), "t", Precondition::None)
+            .await
+            .expect("put");
+        let mut reader = store
+            .read("ci/a/output.ipynb")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (reader.generation, reader.size),
+            (generation, Some(200_000))
+        );
+        // Replaced while it streams: the reader keeps the bytes it opened.
+        store
+            .put(
+                "ci/a/output.ipynb",
+                b"new".to_vec(),
+                "t",
+                Precondition::None,
+            )
+            .await
+            .expect("replace");
+        let mut read = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = reader.chunks.next().await {
+            read.extend_from_slice(&chunk.expect("chunk"));
+            chunks += 1;
+        }
+        assert_eq!(read, bytes);
+        assert!(chunks > 1);
+        assert!(store.read("ci/none").await.expect("absent").is_none());
+    }
+
+    #[tokio::test]
     async fn keys_cannot_escape_the_bucket() {
         let (_dir, store) = store();
         for bad in ["../x", "/etc/passwd", "a//b"] {
