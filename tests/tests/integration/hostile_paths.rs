@@ -142,6 +142,39 @@ fn nbci_run_writes_only_regular_files() {
     }
 }
 
+/// `nbci check --junit/--summary` write through the atomic writer, which
+/// replaces only regular files: a device is reported as a failure to write
+/// (exit 4, the file named), and left as it was. Bound: 10 s.
+#[test]
+fn nbci_check_reports_are_never_written_over_a_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path();
+    git(repo, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("README.md"), "no notebooks\n").expect("write");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "--quiet", "-m", "one"]);
+    for flag in ["--junit", "--summary"] {
+        let (output, took) =
+            nbci_bounded(repo, &["check", flag, "/dev/full"], Duration::from_secs(10));
+        eprintln!(
+            "nbci check {flag} /dev/full: exit {:?} after {took:?}",
+            output.status.code()
+        );
+        assert_eq!(exit_code(&output), 4, "{flag}: {}", describe(&output));
+        assert!(
+            stderr(&output).contains("cannot write /dev/full")
+                && stderr(&output).contains("not a regular file"),
+            "{flag}: {}",
+            describe(&output)
+        );
+        let meta = std::fs::symlink_metadata("/dev/full").expect("/dev/full");
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()),
+            "/dev/full is still the device"
+        );
+    }
+}
+
 /// A notebook whose output does not fit: the disk is simulated full with a
 /// file-size limit (`ulimit -f`, SIGXFSZ ignored so that writes fail with
 /// EFBIG as on ENOSPC). The CLI names the executed notebook, exits 4, and
