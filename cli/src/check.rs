@@ -10,13 +10,16 @@ use clap::Args;
 use nbci_shared::adapters::local::engine::{PapermillEngine, Python, RunRequest};
 use nbci_shared::adapters::local::git as changes;
 use nbci_shared::adapters::local::reports as report;
-use nbci_shared::domain::notebook::Notebook;
+use nbci_shared::domain::notebook::{Notebook, NotebookError};
 use nbci_shared::domain::outcome::Outcome;
 use nbci_shared::domain::params;
 use tokio::sync::Semaphore;
 
 use crate::Failure;
 use crate::run::Limits;
+
+/// How many skipped links the note names; the rest are counted.
+const MAX_LINKS_NAMED: usize = 5;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -82,7 +85,7 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
 
     if notebooks.is_empty() {
         println!("nbci check {range}: no notebooks added or modified");
-        write_reports(&args, &[])?;
+        write_reports(&args, &[], None)?;
         return Ok(0);
     }
     let jobs = args
@@ -96,11 +99,14 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
     );
 
     let engine = PapermillEngine::new(Python::discover(None)?);
-    let checkout = tempfile::Builder::new()
-        .prefix("nbci-check-")
-        .tempdir()
+    let checkout = nbci_shared::util::fs::private_tempdir("nbci-check-", None)
         .map_err(|error| Failure::infra(format!("cannot create a temporary directory: {error}")))?;
-    changes::export_commit(&repo, &commit, checkout.path()).map_err(Failure::infra)?;
+    let exported =
+        changes::export_commit(&repo, &commit, checkout.path()).map_err(Failure::infra)?;
+    let note = exported.skipped_note(MAX_LINKS_NAMED);
+    if let Some(note) = &note {
+        eprintln!("nbci check: note: {note}");
+    }
 
     let semaphore = Arc::new(Semaphore::new(jobs));
     let progress = crate::progress::terminal(true);
@@ -121,9 +127,19 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         let engine = engine.clone();
         let semaphore = semaphore.clone();
         let progress = progress.clone();
+        let behind_link = exported.skipped_link_for(notebook).map(|link| {
+            format!(
+                "{notebook} needs the symbolic link {} -> {}, which leads out of the repository: nbci does not follow it",
+                link.path, link.target
+            )
+        });
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            (order, run_one(&engine, request, &progress).await)
+            let outcome = match behind_link {
+                Some(reason) => invalid_notebook(&request, &reason),
+                None => run_one(&engine, request, &progress).await,
+            };
+            (order, outcome)
         });
     }
     let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(notebooks.len());
@@ -138,7 +154,10 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
 
     println!("{}", report::table(&outcomes));
-    write_reports(&args, &outcomes)?;
+    if let Some(note) = &note {
+        println!("note: {note}");
+    }
+    write_reports(&args, &outcomes, note.as_deref())?;
     Ok(u8::try_from(report::overall_status(&outcomes).exit_code()).unwrap_or(4))
 }
 
@@ -151,16 +170,27 @@ async fn run_one(
 ) -> Result<Outcome, Failure> {
     let committed = match Notebook::read(&request.input) {
         Ok(notebook) => notebook,
+        // Named by its path in the repository, not in the temporary checkout.
+        Err(NotebookError::Unreadable { reason, .. }) => {
+            let reason = format!("{}: cannot read the notebook: {reason}", request.name);
+            return invalid_notebook(&request, &reason);
+        }
         Err(error) => return invalid_notebook(&request, &error.to_string()),
     };
+    // Bad metadata is the notebook's failure whatever the command line says:
+    // the same verdict as `nbci run` and CI give.
+    let environment = match committed.environment() {
+        Ok(environment) => environment,
+        Err(reason) => return invalid_notebook(&request, &format!("{}: {reason}", request.name)),
+    };
     let mut request = request;
-    if request.timeout.is_none() {
-        match committed.environment() {
-            Ok(environment) => request.timeout = environment.timeout,
-            Err(reason) => return invalid_notebook(&request, &reason),
-        }
-    }
-    Ok(engine.run(&request, &committed, progress).await?)
+    request.timeout = request.timeout.or(environment.timeout);
+    let outcome = engine
+        .run(&request, &committed, progress)
+        .await
+        .map_err(|error| crate::run::written_or_blamed(&request, error))?;
+    crate::run::ensure_written(&request, &outcome)?;
+    Ok(outcome)
 }
 
 fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failure> {
@@ -186,7 +216,11 @@ fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failu
     Ok(outcome)
 }
 
-fn write_reports(args: &CheckArgs, outcomes: &[Outcome]) -> Result<(), Failure> {
+fn write_reports(
+    args: &CheckArgs,
+    outcomes: &[Outcome],
+    note: Option<&str>,
+) -> Result<(), Failure> {
     let write = |path: &Path, text: String| {
         nbci_shared::util::fs::write_atomically(path, text.as_bytes(), true)
             .map_err(|error| Failure::infra(format!("cannot write {}: {error}", path.display())))
@@ -195,7 +229,11 @@ fn write_reports(args: &CheckArgs, outcomes: &[Outcome]) -> Result<(), Failure> 
         write(path, report::junit_xml("nbci", outcomes))?;
     }
     if let Some(path) = &args.summary {
-        write(path, report::markdown("nbci check", outcomes))?;
+        let mut summary = report::markdown("nbci check", outcomes);
+        if let Some(note) = note {
+            summary.push_str(&format!("\n> **Note**: {note}\n"));
+        }
+        write(path, summary)?;
     }
     Ok(())
 }

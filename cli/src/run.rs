@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use nbci_shared::adapters::local::engine::{PapermillEngine, Python, RunRequest};
-use nbci_shared::domain::notebook::{Notebook, parse_duration};
+use nbci_shared::adapters::local::engine::{EngineError, PapermillEngine, Python, RunRequest};
+use nbci_shared::domain::notebook::{Notebook, NotebookError, describe_file_type, parse_duration};
+use nbci_shared::domain::outcome::Outcome;
 use nbci_shared::domain::params;
 
 use crate::Failure;
@@ -82,6 +83,22 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
                 path.display()
             )));
         }
+        // Only a regular file (or nothing) is replaced: `--output /dev/zero`
+        // would take writes for good, and a device node or FIFO is not ours
+        // to delete (as root, a stale result is removed before the run).
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.file_type().is_file()
+        {
+            let kind = if meta.file_type().is_symlink() {
+                "it is a symbolic link"
+            } else {
+                describe_file_type(&meta.file_type())
+            };
+            return Err(Failure::usage(format!(
+                "{what} {}: {kind}; nbci writes only regular files",
+                path.display()
+            )));
+        }
     }
     if nbci_shared::util::uri::absolute(&output) == nbci_shared::util::uri::absolute(&result) {
         return Err(Failure::usage("--output and --result name the same file"));
@@ -102,9 +119,61 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     let outcome = engine
         .run(&request, &committed, &crate::progress::terminal(false))
-        .await?;
+        .await
+        .map_err(|error| written_or_blamed(&request, error))?;
+    ensure_written(&request, &outcome)?;
     println!("{}", crate::progress::verdict(&outcome));
     println!("  executed notebook: {}", request.output.display());
     println!("  result:            {}", request.result.display());
     Ok(u8::try_from(outcome.status.exit_code()).unwrap_or(4))
+}
+
+/// Checks, after a run, that the executed notebook was written whole. When
+/// the disk filled up (or a file-size limit was hit) while papermill wrote it,
+/// what is there is a truncated file: it and the result are removed, so that
+/// nothing half-written stays under a final name, and the failure names the
+/// file that could not be written (not the result, which is written last).
+pub fn ensure_written(request: &RunRequest, outcome: &Outcome) -> Result<(), Failure> {
+    match Notebook::read(&request.output) {
+        Ok(_) => Ok(()),
+        Err(NotebookError::NotJson { reason, .. }) => {
+            let _ = std::fs::remove_file(&request.result);
+            let _ = std::fs::remove_file(&request.output);
+            let cause = outcome
+                .message
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .unwrap_or(&reason);
+            Err(Failure::infra(format!(
+                "cannot write {}: the executed notebook was cut short ({cause}); \
+                 it and {} were removed",
+                request.output.display(),
+                request.result.display()
+            )))
+        }
+        // Unreadable or not a notebook for another reason: the engine said
+        // why in the result, which stays the verdict.
+        Err(_) => Ok(()),
+    }
+}
+
+/// An engine error as the command's failure; when the result could not be
+/// written because the executed notebook could not be either (a full disk),
+/// the notebook is named, since it failed first.
+pub fn written_or_blamed(request: &RunRequest, error: EngineError) -> Failure {
+    if let EngineError::Write { path, reason } = &error
+        && *path == request.result
+        && matches!(
+            Notebook::read(&request.output),
+            Err(NotebookError::NotJson { .. })
+        )
+    {
+        let _ = std::fs::remove_file(&request.output);
+        return Failure::infra(format!(
+            "cannot write {}: the executed notebook was cut short; {} could not be written either ({reason}); nothing was kept",
+            request.output.display(),
+            request.result.display()
+        ));
+    }
+    Failure::from(error)
 }

@@ -78,7 +78,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         "nbci serve listening: POST /github, /dispatch, /events, /tick; GET /runs/..., /healthz"
     );
     services.recover().await;
-    nbci_shared::http::run(listener, app, nbci_shared::http::shutdown_signal())
+    let limits = services.config.http;
+    nbci_shared::http::run(listener, app, limits, nbci_shared::http::shutdown_signal())
         .await
         .map_err(|error| Failure::infra(format!("server error: {error}")))?;
     services.shutdown(DRAIN_DEADLINE).await;

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::notebook::parse_duration;
+use crate::http::HttpLimits;
 use crate::util::secret::Secret;
+
+/// The smallest body budget: one webhook payload (GitHub's 25 MiB) must fit.
+const MIN_BODY_MEMORY_MIB: usize = 26;
 
 /// A program that reads configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -257,6 +261,48 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
     },
     Variable {
+        name: "NBCI_HTTP_MAX_CONNECTIONS",
+        default: Some("512"),
+        meaning: "connections served at once; past it new ones wait in the kernel's backlog",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_HTTP_HEADER_TIMEOUT",
+        default: Some("30s"),
+        meaning: "time for a request's headers to arrive (and for an idle keep-alive connection to send its next request)",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_HTTP_BODY_TIMEOUT",
+        default: Some("30s"),
+        meaning: "time for a request's whole body to arrive",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_HTTP_REQUEST_TIMEOUT",
+        default: Some("5m"),
+        meaning: "time a handler has to answer; then the caller gets 503",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_HTTP_STALL_TIMEOUT",
+        default: Some("60s"),
+        meaning: "time a client may take none of an answer (a download) before its connection is closed",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_HTTP_BODY_MEMORY_MIB",
+        default: Some("64"),
+        meaning: "MiB of request bodies held in memory at once, all requests together (at least 26: one webhook payload)",
+        services: ALL,
+        secret: false,
+    },
+    Variable {
         name: "RUST_LOG",
         default: Some("info"),
         meaning: "log filter (tracing's EnvFilter syntax)",
@@ -386,6 +432,8 @@ pub struct Config {
     pub lost_job_grace: Duration,
     pub retry_max: Duration,
     pub python: Option<PathBuf>,
+    /// What the server allows its clients (`NBCI_HTTP_*`).
+    pub http: HttpLimits,
 }
 
 impl Config {
@@ -593,6 +641,24 @@ impl Config {
                 jwks_url: http_url("NBCI_OIDC_JWKS_URL")?,
             }),
         };
+        let defaults = HttpLimits::default();
+        let body_memory_mib = count("NBCI_HTTP_BODY_MEMORY_MIB", defaults.body_memory >> 20)?;
+        if body_memory_mib < MIN_BODY_MEMORY_MIB {
+            return Err(invalid(
+                "NBCI_HTTP_BODY_MEMORY_MIB",
+                format!(
+                    "{body_memory_mib} MiB cannot hold one webhook payload (25 MiB): at least {MIN_BODY_MEMORY_MIB}"
+                ),
+            ));
+        }
+        let http = HttpLimits {
+            max_connections: count("NBCI_HTTP_MAX_CONNECTIONS", defaults.max_connections)?,
+            header_timeout: duration("NBCI_HTTP_HEADER_TIMEOUT", defaults.header_timeout)?,
+            body_timeout: duration("NBCI_HTTP_BODY_TIMEOUT", defaults.body_timeout)?,
+            request_timeout: duration("NBCI_HTTP_REQUEST_TIMEOUT", defaults.request_timeout)?,
+            stall_timeout: duration("NBCI_HTTP_STALL_TIMEOUT", defaults.stall_timeout)?,
+            body_memory: body_memory_mib.saturating_mul(1 << 20),
+        };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Ok(Self {
             service,
@@ -617,6 +683,7 @@ impl Config {
             lost_job_grace: duration("NBCI_LOST_JOB_GRACE", Duration::from_secs(600))?,
             retry_max: duration("NBCI_RETRY_MAX", Duration::from_secs(300))?,
             python: value("NBCI_PYTHON").map(PathBuf::from),
+            http,
         })
     }
 }
@@ -695,6 +762,10 @@ mod tests {
             ("NBCI_EXECUTOR", "local"),
             ("GITHUB_API_URL", "ftp://x"),
             ("NBCI_PUBLIC_URL", "not a url"),
+            ("NBCI_HTTP_MAX_CONNECTIONS", "0"),
+            ("NBCI_HTTP_HEADER_TIMEOUT", "never"),
+            ("NBCI_HTTP_BODY_MEMORY_MIB", "8"),
+            ("NBCI_HTTP_REQUEST_TIMEOUT", "1e30"),
         ] {
             let mut vars = base.to_vec();
             vars.push((name, value));
@@ -703,6 +774,7 @@ mod tests {
         }
         let config = Config::from_lookup(Service::GithubWebhook, lookup(&base)).expect("valid");
         assert_eq!(config.job_timeout, Duration::from_secs(3600));
+        assert_eq!(config.http, HttpLimits::default());
         assert_eq!(config.port, 8080);
         assert_eq!(config.executor, ExecutorKind::Vertex, "the cloud default");
         assert_eq!(

@@ -977,7 +977,8 @@ impl FakeGitHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(nbci_shared::http::run(listener, app, async {
+        let limits = nbci_shared::http::HttpLimits::default();
+        let task = tokio::spawn(nbci_shared::http::run(listener, app, limits, async {
             let _ = stopped.await;
         }));
         Ok(Self {

@@ -15,9 +15,14 @@ mod integration {
     pub mod durability;
     pub mod fake_gcs;
     pub mod fake_github;
+    pub mod fuzz_regressions;
     pub mod gcs;
     pub mod github_flow;
+    pub mod hostile_clients;
+    pub mod hostile_paths;
+    pub mod hostile_repos;
     pub mod infra;
     pub mod pipeline;
     pub mod run;
+    pub mod security;
 }

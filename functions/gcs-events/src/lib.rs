@@ -26,14 +26,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use nbci_shared::adapters::gcp::events::{EventError, ObjectEvent, parse_object_event};
 use nbci_shared::domain::layout::{self, ResultKind};
-use nbci_shared::http::AppError;
+use nbci_shared::http::{AppError, LimitedBytes};
 use nbci_shared::ports::bus::{HandlerError, MessageHandler};
 use nbci_shared::ports::store::{ObjectStore, StoreError};
 
@@ -79,7 +78,11 @@ fn answer(status: StatusCode, text: impl Into<String>) -> Response {
     (status, text.into()).into_response()
 }
 
-async fn receive(State(state): State<EventsState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(state): State<EventsState>,
+    headers: HeaderMap,
+    LimitedBytes(body): LimitedBytes<MAX_BODY_BYTES>,
+) -> Response {
     match accept(&state, &headers, &body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

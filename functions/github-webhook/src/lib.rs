@@ -9,8 +9,9 @@
 //!
 //! | answer | when |
 //! |---|---|
-//! | 401, empty | signature missing, not `sha256=`, or wrong |
-//! | 413 | body over 25 MiB |
+//! | 401, empty | signature missing, not `sha256=`, or wrong (the first two before the body is read) |
+//! | 413 | body over 25 MiB (declared: before the body is read) |
+//! | 408 | the body did not arrive within `NBCI_HTTP_BODY_TIMEOUT` |
 //! | 400 + reason | headers missing, payload malformed |
 //! | 200 | ping, duplicate delivery |
 //! | 202 + reason | accepted, or deliberately ignored (event, action, no installation) |
@@ -21,15 +22,15 @@ pub mod view;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use nbci_shared::adapters::github::SignatureCheck;
 use nbci_shared::adapters::github::events::{Event, parse_event};
-use nbci_shared::adapters::github::verify_signature;
 use nbci_shared::domain::layout;
-use nbci_shared::http::AppError;
+use nbci_shared::http::body::BufferedBody;
+use nbci_shared::http::{AppError, BodyBudget, LimitedBytes, read_body};
 use nbci_shared::ports::bus::{EventBus, HandlerError, Message, MessageHandler};
 use nbci_shared::ports::store::{ObjectStore, StoreError, create_once};
 use nbci_shared::util::secret::Secret;
@@ -117,7 +118,10 @@ fn valid_delivery_id(id: &str) -> bool {
 /// `POST /dispatch`: a trigger handed off through Pub/Sub, pushed back in the
 /// standard push envelope. 200 when handled (or never handleable: logged),
 /// 503 when Pub/Sub should deliver it again, 400 when it is not an envelope.
-async fn dispatch(State(state): State<WebhookState>, body: Bytes) -> Response {
+async fn dispatch(
+    State(state): State<WebhookState>,
+    LimitedBytes(body): LimitedBytes<MAX_BODY_BYTES>,
+) -> Response {
     let message = match nbci_shared::adapters::gcp::events::parse_pushed_message(&body) {
         Ok(message) => message,
         Err(error) => return AppError::BadRequest(error.to_string()).into_response(),
@@ -132,22 +136,46 @@ async fn dispatch(State(state): State<WebhookState>, body: Bytes) -> Response {
     }
 }
 
-async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
-    match accept(&state, &headers, &body).await {
+async fn receive(State(state): State<WebhookState>, request: Request) -> Response {
+    match accept(&state, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn accept(
+/// Reads the body of a delivery whose signature header is well formed,
+/// hashing it as it arrives, and returns it once the signature holds.
+///
+/// Anyone can call the webhook, so what can be checked without the body is
+/// checked before a byte of it is read (a missing or malformed signature:
+/// 401; a declared length over GitHub's limit: 413), and the body is read
+/// within the server's budget of body bytes (see `nbci_shared::http::body`):
+/// unsigned uploads held open cannot make the server grow past it.
+async fn verified_body(
     state: &WebhookState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, AppError> {
-    // Nothing is parsed, not even the event name, before the signature holds.
-    let signature = header(headers, "x-hub-signature-256");
-    verify_signature(state.secret.expose().as_bytes(), body, signature)
+    request: Request,
+) -> Result<(HeaderMap, BufferedBody), AppError> {
+    let budget = BodyBudget::of(&request);
+    let length = nbci_shared::http::body::content_length(&request);
+    let (parts, body) = request.into_parts();
+    let signature = header(&parts.headers, "x-hub-signature-256");
+    let mut check = SignatureCheck::new(state.secret.expose().as_bytes(), signature)
         .map_err(|error| AppError::Unauthorized(error.to_string()))?;
+    let body = read_body(body, length, MAX_BODY_BYTES, &budget, |chunk| {
+        check.update(chunk)
+    })
+    .await?;
+    check
+        .verify()
+        .map_err(|error| AppError::Unauthorized(error.to_string()))?;
+    Ok((parts.headers, body))
+}
+
+async fn accept(state: &WebhookState, request: Request) -> Result<Response, AppError> {
+    // Nothing is parsed, not even the event name, before the signature holds.
+    let (headers, body) = verified_body(state, request).await?;
+    let headers = &headers;
+    let body: &[u8] = &body;
     let event_name = header(headers, "x-github-event")
         .filter(|e| !e.trim().is_empty())
         .ok_or_else(|| AppError::BadRequest("the X-GitHub-Event header is missing".into()))?;
@@ -351,6 +379,50 @@ mod tests {
         let body = vec![b' '; MAX_BODY_BYTES + 1];
         let (status, _) = post(&app, Some("push"), Some("d-1"), signed(&body), body).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A body that never arrives: only an answer that does not wait for it
+    /// comes back.
+    fn endless_body() -> Body {
+        Body::from_stream(futures_util::stream::pending::<
+            Result<axum::body::Bytes, std::io::Error>,
+        >())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_can_be_checked_without_the_body_is_checked_before_reading_it() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let app = service(data.path());
+        let well_formed = format!("sha256={}", "0".repeat(64));
+        for (signature, length, expected) in [
+            (None, None, StatusCode::UNAUTHORIZED),
+            (Some("sha256=zz"), None, StatusCode::UNAUTHORIZED),
+            (Some("sha1=0123"), None, StatusCode::UNAUTHORIZED),
+            (
+                Some(well_formed.as_str()),
+                Some(MAX_BODY_BYTES + 1),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        ] {
+            let mut request = Request::post("/github")
+                .header("x-github-event", "push")
+                .header("x-github-delivery", "early-1");
+            if let Some(signature) = signature {
+                request = request.header("x-hub-signature-256", signature);
+            }
+            if let Some(length) = length {
+                request = request.header("content-length", length);
+            }
+            let response = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                app.clone()
+                    .oneshot(request.body(endless_body()).expect("request")),
+            )
+            .await
+            .expect("answered without reading the body")
+            .expect("response");
+            assert_eq!(response.status(), expected, "{signature:?} {length:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,13 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, "github-webhook listening");
     services.recover().await;
     let app = github_webhook::app(state);
-    nbci_shared::http::run(listener, app, nbci_shared::http::shutdown_signal()).await?;
+    nbci_shared::http::run(
+        listener,
+        app,
+        services.config.http,
+        nbci_shared::http::shutdown_signal(),
+    )
+    .await?;
     services.shutdown(Duration::from_secs(8)).await;
     Ok(())
 }

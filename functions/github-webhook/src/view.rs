@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nbci_shared::domain::layout::validate_key;
@@ -36,6 +37,8 @@ struct ViewQuery {
 
 /// Serves `output.html`, `output.ipynb` and `result.json` of CI runs, to holders
 /// of the run's link token. Nothing else in the bucket (sources, markers) is served.
+/// The token is the run's own (derived from its prefix): it opens nothing
+/// of another run, or of another attempt of the same notebook.
 async fn view_run(
     State(state): State<ViewState>,
     Path(key): Path<String>,
@@ -62,9 +65,19 @@ async fn view_run(
     )) {
         return (StatusCode::FORBIDDEN, "this link needs its token").into_response();
     }
-    match state.store.get(&key).await {
-        Ok(Some(object)) => ([(header::CONTENT_TYPE, content_type)], object.bytes).into_response(),
-        Ok(None) => match state.store.get(&format!("{prefix}/job.json")).await {
+    match state.store.read(&key).await {
+        // Streamed: a large executed notebook is never held whole in memory,
+        // however many people download it at once.
+        Ok(Some(object)) => {
+            let mut response = Response::new(Body::from_stream(object.chunks));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            if let Some(size) = object.size {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            }
+            response
+        }
+        Ok(None) => match state.store.generation(&format!("{prefix}/job.json")).await {
             Ok(Some(_)) => (
                 [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
                 RUNNING_PAGE,

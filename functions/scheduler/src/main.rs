@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
     nbci_shared::http::run(
         listener,
         scheduler::app(state),
+        services.config.http,
         nbci_shared::http::shutdown_signal(),
     )
     .await?;

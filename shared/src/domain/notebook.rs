@@ -108,18 +108,10 @@ fn multiline<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String
 }
 
 impl Notebook {
-    /// Reads and validates the notebook at `path`.
+    /// Reads and validates the notebook at `path` (a regular file of at
+    /// most [`MAX_NOTEBOOK_BYTES`]; see [`read_notebook_file`]).
     pub fn read(path: &Path) -> Result<Self, NotebookError> {
-        if path.is_dir() {
-            return Err(NotebookError::Unreadable {
-                path: path.to_owned(),
-                reason: "it is a directory".into(),
-            });
-        }
-        let bytes = std::fs::read(path).map_err(|error| NotebookError::Unreadable {
-            path: path.to_owned(),
-            reason: describe_io_error(&error),
-        })?;
+        let bytes = read_notebook_file(path, MAX_NOTEBOOK_BYTES)?;
         Self::parse(path, &bytes)
     }
 
@@ -491,6 +483,75 @@ fn seconds_to_duration(seconds: f64, shown: &str) -> Result<Duration, String> {
     }
 }
 
+/// The largest notebook nbci reads: GitHub refuses files over 100 MB, and a
+/// notebook is parsed in memory, so a larger one is refused before it is read.
+pub const MAX_NOTEBOOK_BYTES: u64 = 100 << 20;
+
+/// The bytes of the regular file at `path` (symbolic links followed), at most
+/// `max_bytes` of them.
+///
+/// Paths come from command lines and repositories, so anything else is
+/// refused before a byte is read: a FIFO (whose open would wait for a writer
+/// for good, so it is opened non-blocking), a device (`/dev/zero` never
+/// ends), a socket, a directory; and a file that is, or grows while it is
+/// read, past `max_bytes`.
+pub fn read_notebook_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, NotebookError> {
+    use std::io::Read as _;
+    let unreadable = |reason: String| NotebookError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options
+        .open(path)
+        .map_err(|error| unreadable(describe_io_error(&error)))?;
+    let meta = file
+        .metadata()
+        .map_err(|error| unreadable(describe_io_error(&error)))?;
+    if !meta.is_file() {
+        return Err(unreadable(describe_file_type(&meta.file_type()).into()));
+    }
+    let too_large = || unreadable(format!("it is larger than {} MiB", max_bytes >> 20));
+    if meta.len() > max_bytes {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|error| unreadable(describe_io_error(&error)))?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max_bytes {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// What a path that is not a regular file is, for an error message.
+pub fn describe_file_type(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "it is a FIFO (named pipe), not a regular file";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "it is a device, not a regular file";
+        }
+        if kind.is_socket() {
+            return "it is a socket, not a regular file";
+        }
+    }
+    if kind.is_dir() {
+        "it is a directory"
+    } else if kind.is_symlink() {
+        "it is a symbolic link"
+    } else {
+        "it is not a regular file"
+    }
+}
+
 /// Whether a repository path is a notebook nbci runs: an `.ipynb` file that is
 /// not a Jupyter checkpoint copy. The one rule for changes, re-runs and `nbci check`.
 pub fn is_notebook_path(path: &str) -> bool {
@@ -598,6 +659,33 @@ mod tests {
             assert!(!error.contains('\n'), "one line: {error:?}");
             assert!(error.starts_with("t.ipynb: "), "names the file: {error:?}");
         }
+    }
+
+    #[test]
+    fn only_regular_files_up_to_the_limit_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.ipynb");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        // Would wait for a writer for good if it were opened blocking.
+        let error = Notebook::read(&fifo).expect_err("a FIFO").to_string();
+        assert!(error.contains("FIFO"), "{error}");
+        let zero = dir.path().join("zero.ipynb");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("link");
+        for path in [Path::new("/dev/zero"), zero.as_path()] {
+            let error = Notebook::read(path).expect_err("a device").to_string();
+            assert!(error.contains("device"), "{error}");
+        }
+        let big = dir.path().join("big.ipynb");
+        std::fs::write(&big, vec![b' '; 2048]).expect("write");
+        let error = read_notebook_file(&big, 1024)
+            .expect_err("too large")
+            .to_string();
+        assert!(error.contains("larger than"), "{error}");
+        assert_eq!(read_notebook_file(&big, 2048).expect("fits").len(), 2048);
     }
 
     #[test]

@@ -376,14 +376,9 @@ impl Ci {
         CiError,
     > {
         let key = layout::source_key(&commit.repo, &commit.sha);
-        let scratch = match &self.settings.scratch_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| CiError::Archive(e.to_string()))?;
-                tempfile::Builder::new().prefix("nbci-src-").tempdir_in(dir)
-            }
-            None => tempfile::Builder::new().prefix("nbci-src-").tempdir(),
-        }
-        .map_err(|error| CiError::Archive(format!("no scratch directory: {error}")))?;
+        let scratch =
+            crate::util::fs::private_tempdir("nbci-src-", self.settings.scratch_dir.as_deref())
+                .map_err(|error| CiError::Archive(format!("no scratch directory: {error}")))?;
         let archive = scratch.path().join("source.tar.gz");
         if !self.store.get_to_file(&key, &archive).await? {
             self.sources.download_archive(commit, &archive).await?;

@@ -19,6 +19,10 @@ pub enum AppError {
     /// Occurs when the body is over the limit: 413.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// Occurs when the request body did not arrive in time: 408, with no
+    /// detail (a slow or stalled client; honest senders retry).
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// Occurs when something the service needs is unreachable: 503, and the
     /// platform (GitHub's redelivery, Pub/Sub, Eventarc) tries again.
     #[error("unavailable: {0}")]
@@ -40,6 +44,10 @@ impl IntoResponse for AppError {
                 (StatusCode::BAD_REQUEST, reason).into_response()
             }
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+            AppError::RequestTimeout => {
+                tracing::warn!("request refused: its body did not arrive in time");
+                StatusCode::REQUEST_TIMEOUT.into_response()
+            }
             AppError::Unavailable(reason) => {
                 tracing::error!(%reason, "request failed transiently; the sender should retry");
                 (
@@ -74,6 +82,10 @@ mod tests {
         assert_eq!(
             status(AppError::PayloadTooLarge),
             StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(AppError::RequestTimeout),
+            StatusCode::REQUEST_TIMEOUT
         );
         assert_eq!(
             status(AppError::Unavailable("x".into())),

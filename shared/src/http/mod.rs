@@ -1,15 +1,20 @@
-//! HTTP for every service: serving a router with graceful shutdown, the
-//! trace middleware, and one error type that maps to status codes.
+//! HTTP for every service: serving a router within limits a hostile client
+//! cannot get around ([`serve`]), reading bodies with bounded memory
+//! ([`body`]), graceful shutdown, the trace middleware, and one error type
+//! that maps to status codes.
 //!
 //! Shutdown is a parameter (as in mini-redis) so that tests bind `127.0.0.1:0`
 //! and stop the server when they like, while `main` passes [`shutdown_signal`].
 
+pub mod body;
 mod error;
+mod serve;
 
 pub use crate::telemetry::{current_trace, keep_trace, trace_of};
+pub use body::{BodyBudget, LimitedBytes, read_body};
 pub use error::AppError;
+pub use serve::{HttpLimits, StallGuard, run};
 
-use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -17,7 +22,6 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
-use tokio::net::TcpListener;
 
 /// The liveness route every service answers: `GET /healthz` -> `200 ok`.
 pub fn healthz_router() -> Router {
@@ -27,18 +31,6 @@ pub fn healthz_router() -> Router {
 /// The address a Cloud Run service binds: every interface, on `port`.
 pub fn bind_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then lets requests
-/// in flight finish.
-pub async fn run(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// Completes on SIGTERM (what Cloud Run sends before stopping an instance) or Ctrl-C.

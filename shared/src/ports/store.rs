@@ -31,6 +31,29 @@ pub struct Object {
     pub generation: i64,
 }
 
+/// An object's bytes as they come, chunk by chunk.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, StoreError>> + Send>>;
+
+/// An object being read: what is known up front, and its bytes as a stream,
+/// so that serving a 200 MB executed notebook holds one chunk in memory,
+/// not the notebook.
+pub struct ObjectReader {
+    pub generation: i64,
+    /// Its size in bytes, when the store says (for `Content-Length`).
+    pub size: Option<u64>,
+    pub chunks: ByteStream,
+}
+
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("generation", &self.generation)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,6 +108,18 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         content_type: &str,
         precondition: Precondition,
     ) -> Result<i64, StoreError>;
+    /// Starts reading the object at `key` as a stream of chunks; `None` when
+    /// there is no such object. Stores that can stream override this; the
+    /// default reads the object whole, for small test stores.
+    async fn read(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
+        Ok(self.get(key).await?.map(|object| ObjectReader {
+            generation: object.generation,
+            size: u64::try_from(object.bytes.len()).ok(),
+            chunks: Box::pin(futures_util::stream::once(std::future::ready(Ok(
+                bytes::Bytes::from(object.bytes),
+            )))),
+        }))
+    }
     /// Streams the object at `key` into a new file at `path`; false when
     /// there is no such object.
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<bool, StoreError>;

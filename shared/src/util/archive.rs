@@ -9,11 +9,17 @@
 //! - hard links must name a file already unpacked inside `dest`;
 //! - symbolic links are created last (so no write can go through one), and
 //!   only when their target, resolved from where they stand, stays inside
-//!   `dest` without passing through another link of the archive;
+//!   `dest` without passing through another link of the archive; the others
+//!   (`data -> /mnt/data`, `up -> ../..`) are *skipped*, not refused, and
+//!   listed in [`UnpackSummary::skipped`]: one such link in a repository must
+//!   not fail every notebook of the commit, only the notebooks that need it
+//!   (see [`UnpackSummary::skipped_link_for`]);
 //! - a directory on the way to an entry that is already a symbolic link (left
 //!   in `dest` by someone else) is refused, not followed.
 //!
 //! Devices, FIFOs and other special entries are skipped: a repository has none.
+//! The same rules serve `git archive` output (`nbci check`) through
+//! [`unpack_tar_within`], which reads a plain tar stream.
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -27,6 +33,64 @@ pub struct UnpackSummary {
     pub files: usize,
     /// Hard and symbolic links created.
     pub links: usize,
+    /// Symbolic links left out because they would lead out of the checkout,
+    /// in archive order.
+    pub skipped: Vec<SkippedLink>,
+}
+
+/// A symbolic link of the archive that was not created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLink {
+    /// Where the link would have been, relative to the checkout (`/`-separated).
+    pub path: String,
+    /// Its target, as stored in the archive.
+    pub target: String,
+    /// Why it was left out.
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for SkippedLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} -> {} ({})", self.path, self.target, self.reason)
+    }
+}
+
+impl UnpackSummary {
+    /// The skipped link that `path` (relative to the checkout) is, or lies
+    /// under: a notebook there is missing from the checkout because of it.
+    pub fn skipped_link_for(&self, path: &str) -> Option<&SkippedLink> {
+        self.skipped.iter().find(|link| {
+            path == link.path
+                || path
+                    .strip_prefix(link.path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// One line naming the skipped links (at most `shown` of them), for a
+    /// check's summary; `None` when nothing was skipped.
+    pub fn skipped_note(&self, shown: usize) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .skipped
+            .iter()
+            .take(shown)
+            .map(|link| format!("`{}`", link.path))
+            .collect();
+        let more = self.skipped.len().saturating_sub(shown);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{} symbolic link(s) leading out of the repository were not followed: {}{tail}",
+            self.skipped.len(),
+            names.join(", ")
+        ))
+    }
 }
 
 /// Why a tarball was not (completely) unpacked. What was written before the
@@ -42,10 +106,10 @@ pub enum UnpackError {
         /// Which rule it breaks.
         reason: &'static str,
     },
-    /// Occurs when the archive is not one top-level directory (GitHub's layout).
     /// Occurs when the files would take more than the limit on disk.
     #[error("the archive unpacks to more than {max_bytes} bytes")]
     TooLarge { max_bytes: u64 },
+    /// Occurs when the archive is not one top-level directory (GitHub's layout).
     #[error("unexpected archive layout: {0}")]
     Layout(String),
     /// Occurs when the archive cannot be read (not gzip, truncated) or a file
@@ -80,6 +144,17 @@ pub fn unpack_tarball_within(
     dest: &Path,
     max_bytes: u64,
 ) -> Result<UnpackSummary, UnpackError> {
+    unpack_tar_within(flate2::read::GzDecoder::new(gzip_tar), dest, max_bytes)
+}
+
+/// Unpacks a plain (not compressed) tar stream laid out as GitHub's, one
+/// top-level directory, by the rules of this module (`git archive
+/// --prefix=DIR/` writes that layout). Blocking.
+pub fn unpack_tar_within(
+    tar: impl std::io::Read,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<UnpackSummary, UnpackError> {
     let io = |entry: Option<&str>| {
         let entry = entry.map(str::to_owned);
         move |error: std::io::Error| UnpackError::Io {
@@ -88,7 +163,7 @@ pub fn unpack_tarball_within(
         }
     };
     std::fs::create_dir_all(dest).map_err(io(None))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gzip_tar));
+    let mut archive = tar::Archive::new(tar);
     archive.set_overwrite(true);
     archive.set_preserve_permissions(false);
     archive.set_unpack_xattrs(false);
@@ -175,11 +250,19 @@ pub fn unpack_tarball_within(
 
     let links: HashSet<PathBuf> = symlinks.iter().map(|(path, _, _)| path.clone()).collect();
     for (relative, target, name) in &symlinks {
-        let unsafe_entry = |reason| UnpackError::Unsafe {
-            entry: name.clone(),
-            reason,
-        };
-        check_symlink(relative, target, &links).map_err(unsafe_entry)?;
+        if let Err(reason) = check_symlink(relative, target, &links) {
+            // Left out, not refused: the notebooks that do not need it still run.
+            summary.skipped.push(SkippedLink {
+                path: relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                target: target.to_string_lossy().into_owned(),
+                reason,
+            });
+            continue;
+        }
         directories
             .ensure_parent(relative)
             .map_err(|e| e.or_entry(name))?;
@@ -555,7 +638,8 @@ mod tests {
             UnpackSummary {
                 top_level: TOP.into(),
                 files: 3,
-                links: 3
+                links: 3,
+                skipped: Vec::new(),
             }
         );
         assert_eq!(
@@ -600,19 +684,51 @@ mod tests {
         assert!(error.contains("top-level"), "{error}");
     }
 
+    /// Unpacks and returns the summary, checking that nothing was written
+    /// beside the checkout.
+    fn unpacked(entries: &[(EntryType, &str, &str, &[u8])]) -> (tempfile::TempDir, UnpackSummary) {
+        let (root, result) = unpack(&tarball(entries));
+        let summary = result.expect("unpacks");
+        let outside: Vec<_> = std::fs::read_dir(root.path())
+            .expect("read")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(outside, ["checkout"], "something was written outside dest");
+        (root, summary)
+    }
+
     #[test]
-    fn refuses_symlinks_that_escape() {
+    fn symlinks_that_escape_are_skipped_and_named() {
         for target in [
             "../outside",
             "/etc/passwd",
+            "/dev/zero",
             "a/../../outside",
             "../../checkout-sibling",
         ] {
-            let error = refused(&[(EntryType::Symlink, &format!("{TOP}/link"), target, b"")]);
-            assert!(error.contains("symbolic link"), "{target}: {error}");
+            let (root, summary) = unpacked(&[
+                (EntryType::Regular, &format!("{TOP}/ok.ipynb"), "", b"{}"),
+                (EntryType::Symlink, &format!("{TOP}/link"), target, b""),
+            ]);
+            assert_eq!(summary.files, 1, "{target}");
+            assert_eq!(summary.links, 0, "{target}");
+            assert_eq!(summary.skipped.len(), 1, "{target}");
+            assert_eq!(summary.skipped[0].path, "link");
+            assert_eq!(summary.skipped[0].target, target);
+            assert!(
+                summary.skipped[0].reason.contains("symbolic link"),
+                "{target}"
+            );
+            let link = root.path().join("checkout/link");
+            assert!(
+                std::fs::symlink_metadata(&link).is_err(),
+                "{target}: created"
+            );
+            assert!(root.path().join("checkout/ok.ipynb").is_file());
         }
         // Inside a directory, one `..` is fine but two are not.
-        let error = refused(&[
+        let (root, summary) = unpacked(&[
+            (EntryType::Regular, &format!("{TOP}/README.md"), "", b"x"),
             (
                 EntryType::Symlink,
                 &format!("{TOP}/sub/ok"),
@@ -626,23 +742,99 @@ mod tests {
                 b"",
             ),
         ]);
-        assert!(error.contains("outside"), "{error}");
+        assert_eq!(summary.links, 1);
+        assert_eq!(summary.skipped.len(), 1);
+        assert_eq!(summary.skipped[0].path, "sub/bad");
+        assert!(summary.skipped[0].reason.contains("outside"));
+        assert!(root.path().join("checkout/sub/ok").is_file());
     }
 
     #[test]
-    fn refuses_symlink_chains_that_could_escape() {
+    fn symlink_chains_that_could_escape_are_skipped() {
         // a/up -> .. is the checkout root; a/esc -> up/../x would then be
         // outside, although it looks like a/x on paper.
-        let error = refused(&[
+        let (_root, summary) = unpacked(&[
             (EntryType::Symlink, &format!("{TOP}/a/up"), "..", b""),
             (EntryType::Symlink, &format!("{TOP}/a/esc"), "up/../x", b""),
         ]);
-        assert!(error.contains("through another symbolic link"), "{error}");
-        let error = refused(&[
+        assert_eq!(summary.links, 1);
+        assert_eq!(summary.skipped.len(), 1);
+        assert!(
+            summary.skipped[0]
+                .reason
+                .contains("through another symbolic link"),
+            "{:?}",
+            summary.skipped
+        );
+        let (_root, summary) = unpacked(&[
             (EntryType::Symlink, &format!("{TOP}/l"), "sub", b""),
             (EntryType::Symlink, &format!("{TOP}/l/inner"), "x", b""),
         ]);
-        assert!(error.contains("link inside another link"), "{error}");
+        assert_eq!(summary.skipped.len(), 1);
+        assert!(
+            summary.skipped[0]
+                .reason
+                .contains("link inside another link")
+        );
+    }
+
+    #[test]
+    fn a_notebook_behind_a_skipped_link_is_found_and_the_note_names_the_links() {
+        let (_root, summary) = unpacked(&[
+            (
+                EntryType::Symlink,
+                &format!("{TOP}/evil.ipynb"),
+                "/dev/zero",
+                b"",
+            ),
+            (EntryType::Symlink, &format!("{TOP}/data"), "/mnt/data", b""),
+            (
+                EntryType::Symlink,
+                &format!("{TOP}/ok.ipynb"),
+                "nb/x.ipynb",
+                b"",
+            ),
+        ]);
+        assert_eq!(
+            summary
+                .skipped_link_for("evil.ipynb")
+                .map(|l| l.target.as_str()),
+            Some("/dev/zero")
+        );
+        assert_eq!(
+            summary
+                .skipped_link_for("data/deep/n.ipynb")
+                .map(|l| l.path.as_str()),
+            Some("data")
+        );
+        assert!(summary.skipped_link_for("database.ipynb").is_none());
+        assert!(summary.skipped_link_for("ok.ipynb").is_none());
+        let note = summary.skipped_note(1).expect("a note");
+        assert!(note.starts_with("2 symbolic link(s)"), "{note}");
+        assert!(
+            note.contains("`evil.ipynb`") && note.contains("1 more"),
+            "{note}"
+        );
+        assert_eq!(UnpackSummary::default().skipped_note(5), None);
+    }
+
+    #[test]
+    fn plain_tar_streams_unpack_by_the_same_rules() {
+        let gz = tarball(&[
+            (EntryType::Regular, &format!("{TOP}/a.ipynb"), "", b"{}"),
+            (
+                EntryType::Symlink,
+                &format!("{TOP}/b.ipynb"),
+                "/dev/zero",
+                b"",
+            ),
+        ]);
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut tar)
+            .expect("gunzip");
+        let dest = tempfile::tempdir().expect("tempdir");
+        let summary = unpack_tar_within(tar.as_slice(), dest.path(), 1 << 20).expect("unpacks");
+        assert_eq!((summary.files, summary.skipped.len()), (1, 1));
     }
 
     #[test]

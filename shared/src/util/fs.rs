@@ -35,6 +35,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()>
     Ok(())
 }
 
+/// A new temporary directory (`prefix` + random) in `within` (created if
+/// missing) or the system's temporary directory, readable by this user only
+/// (0700): checkouts of private repositories and their executed notebooks go
+/// there, and `/tmp` is shared with every user of the machine.
+pub fn private_tempdir(prefix: &str, within: Option<&Path>) -> io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    match within {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            builder.tempdir_in(dir)
+        }
+        None => builder.tempdir(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +72,25 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn private_tempdirs_are_for_their_user_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = private_tempdir("nbci-t-", Some(&parent.path().join("new"))).expect("made");
+        let mode = std::fs::metadata(dir.path())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        assert!(
+            dir.path()
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .starts_with("nbci-t-")
+        );
     }
 }

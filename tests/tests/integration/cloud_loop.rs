@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::common::{nbci_binary, workspace};
 use super::fake_gcs::FakeGcs;
-use super::fake_github::{APP_ID, FakeGitHub, private_key_pem};
+use super::fake_github::{APP_ID, FakeGitHub, Fault, private_key_pem};
 
 const SECRET: &str = "It's a Secret to Everybody";
 const PROJECT: &str = "demo-project";
@@ -81,6 +81,8 @@ struct Vertex {
     jobs: Arc<Mutex<BTreeMap<u64, FakeJob>>>,
     problems: Arc<Mutex<Vec<String>>>,
     gcs_endpoint: String,
+    /// Where each job's runner writes its log (`runner-{id}.log`).
+    logs: PathBuf,
 }
 
 fn job_name(id: u64) -> String {
@@ -161,12 +163,15 @@ async fn create_job(
             job.state = "JOB_STATE_RUNNING";
         }
         // Exactly the container's arguments, with the image's entrypoint.
+        let log = std::fs::File::create(runner.logs.join(format!("runner-{id}.log")))
+            .map(std::process::Stdio::from)
+            .unwrap_or_else(|_| std::process::Stdio::null());
         let status = tokio::process::Command::new(nbci_binary())
             .args(&args)
             .env("STORAGE_EMULATOR_HOST", &runner.gcs_endpoint)
             .env_remove("NBCI_BUCKET")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .status()
             .await;
         let mut jobs = runner.jobs.lock().expect("lock");
@@ -230,11 +235,12 @@ async fn get_or_cancel(
     }
 }
 
-async fn fake_vertex(gcs_endpoint: &str) -> (String, Vertex) {
+async fn fake_vertex(gcs_endpoint: &str, logs: &std::path::Path) -> (String, Vertex) {
     let vertex = Vertex {
         jobs: Arc::default(),
         problems: Arc::default(),
         gcs_endpoint: gcs_endpoint.to_owned(),
+        logs: logs.to_owned(),
     };
     let router = Router::new()
         .route(
@@ -361,7 +367,8 @@ async fn list(gcs: &FakeGcs, prefix: &str) -> Vec<String> {
 async fn webhook_to_cloud_jobs_to_finalize_events_to_completed_checks() {
     let gcs = FakeGcs::start().await;
     let metadata = fake_metadata().await;
-    let (vertex_address, vertex) = fake_vertex(&gcs.endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vertex_address, vertex) = fake_vertex(&gcs.endpoint, dir.path()).await;
     let good = notebook(&["x = 21 * 2", "assert x == 42"]);
     let bad = notebook(&[
         "import math",
@@ -380,7 +387,8 @@ async fn webhook_to_cloud_jobs_to_finalize_events_to_completed_checks() {
         ],
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
+    // Failures on the way: the logs checked at the end include retries.
+    github.inject("PATCH", "/check-runs/", Fault::Status(502), 2);
     let common = vec![
         ("GITHUB_APP_ID", APP_ID.to_owned()),
         ("GITHUB_APP_PRIVATE_KEY", private_key_pem()),
@@ -550,6 +558,33 @@ async fn webhook_to_cloud_jobs_to_finalize_events_to_completed_checks() {
         3,
         "one job per notebook"
     );
+    // No log of any service or job shows a credential: the webhook secret,
+    // the App's key, an installation token or a Google access token.
+    let mut secrets = vec![SECRET.to_owned(), TOKEN.to_owned()];
+    secrets.extend(github.issued_tokens());
+    secrets.extend(
+        private_key_pem()
+            .lines()
+            .filter(|line| !line.starts_with("-----") && line.len() >= 16)
+            .map(str::to_owned),
+    );
+    let mut all_logs = logs();
+    for entry in std::fs::read_dir(dir.path()).expect("logs").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("runner-") {
+            all_logs.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    assert!(
+        all_logs.contains("runner") || all_logs.len() > 1000,
+        "logs were captured"
+    );
+    for secret in &secrets {
+        assert!(
+            !all_logs.contains(secret.as_str()),
+            "a log shows a secret ({}...)",
+            &secret[..secret.len().min(6)]
+        );
+    }
     drop((webhook.child, events.child, scheduler.child));
 }
 

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use super::common::{nbci_binary, workspace};
 use super::fake_github::{APP_ID, FakeGitHub, Fault, OWNER, REPO, private_key_pem};
 
-const SECRET: &str = "It's a Secret to Everybody";
+pub const SECRET: &str = "It's a Secret to Everybody";
 
 /// A notebook of code cells.
-fn notebook(cells: &[&str], metadata: Value) -> Vec<u8> {
+pub fn notebook(cells: &[&str], metadata: Value) -> Vec<u8> {
     let cells: Vec<Value> = cells
         .iter()
         .map(|source| {
@@ -31,15 +31,16 @@ fn notebook(cells: &[&str], metadata: Value) -> Vec<u8> {
     .expect("json")
 }
 
-/// One `nbci serve` process on a data directory that outlives it.
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-    log: PathBuf,
+/// One `nbci serve` process on a data directory that outlives it (the
+/// harness of the hostile-client and security tests too).
+pub struct Server {
+    pub child: tokio::process::Child,
+    pub url: String,
+    pub log: PathBuf,
 }
 
 impl Server {
-    async fn start(github: &FakeGitHub, data: &Path, extra: &[(&str, &str)]) -> Self {
+    pub async fn start(github: &FakeGitHub, data: &Path, extra: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -77,7 +78,7 @@ impl Server {
         Self { child, url, log }
     }
 
-    async fn deliver(&self, event: &str, delivery: &str, body: &Value) -> u16 {
+    pub async fn deliver(&self, event: &str, delivery: &str, body: &Value) -> u16 {
         let body = serde_json::to_vec(body).expect("json");
         reqwest::Client::new()
             .post(format!("{}/github", self.url))
@@ -96,11 +97,11 @@ impl Server {
             .as_u16()
     }
 
-    async fn kill(mut self) {
+    pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
 
-    async fn terminate(mut self) {
+    pub async fn terminate(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
@@ -111,26 +112,31 @@ impl Server {
         assert!(stopped.is_ok(), "nbci serve did not stop on SIGTERM");
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The server's process id (for its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
     }
 }
 
-fn payload(name: &str) -> Value {
+pub fn payload(name: &str) -> Value {
     let text = std::fs::read_to_string(workspace().join("tests/fixtures/github").join(name))
         .expect("fixture");
     serde_json::from_str(&text).expect("fixture JSON")
 }
 
 /// A check_suite for commit `sha`.
-fn check_suite(sha: &str) -> Value {
+pub fn check_suite(sha: &str) -> Value {
     let mut body = payload("check_suite.requested.json");
     body["check_suite"]["head_sha"] = sha.into();
     body
 }
 
 /// Waits until `done` holds for GitHub's runs; shows them and the server's log if it never does.
-async fn until(
+pub async fn until(
     github: &FakeGitHub,
     server_log: &dyn Fn() -> String,
     seconds: u64,
@@ -154,12 +160,12 @@ async fn until(
     }
 }
 
-fn status_count(runs: &BTreeMap<u64, Value>, status: &str) -> usize {
+pub fn status_count(runs: &BTreeMap<u64, Value>, status: &str) -> usize {
     runs.values().filter(|run| run["status"] == status).count()
 }
 
 /// Every run completed, each completed exactly once, one run per (commit, name).
-async fn assert_each_completed_once(github: &FakeGitHub) {
+pub async fn assert_each_completed_once(github: &FakeGitHub) {
     let runs = github.runs();
     let mut per_check: BTreeMap<(String, String), usize> = BTreeMap::new();
     for run in runs.values() {
@@ -196,7 +202,7 @@ async fn assert_each_completed_once(github: &FakeGitHub) {
     );
 }
 
-fn sleeper(seconds: u32) -> Vec<u8> {
+pub fn sleeper(seconds: u32) -> Vec<u8> {
     notebook(
         &[
             "import time",

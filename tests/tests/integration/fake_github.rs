@@ -67,12 +67,53 @@ struct Journal {
     checks: Vec<CheckCall>,
     problems: Vec<String>,
     token_exchanges: usize,
+    /// Installation tokens issued and then revoked (see [`FakeGitHub::revoke_token`]).
+    revoked: Vec<String>,
+    /// Calls refused because they carried a revoked token.
+    revoked_refusals: usize,
     /// Every check run as GitHub holds it now (creation merged with updates).
     runs: std::collections::BTreeMap<u64, Value>,
     faults: Vec<Injected>,
 }
 
 impl Journal {
+    /// The installation token GitHub accepts now: [`TOKEN`] until it is
+    /// revoked, then one new token per revocation.
+    fn current_token(&self) -> String {
+        match self.revoked.len() {
+            0 => TOKEN.to_owned(),
+            n => format!("ghs_fakeInstallationTokenAfterRevocation{n}"),
+        }
+    }
+
+    /// Whether `request` carries the current installation token; a revoked
+    /// one is counted (a 401 the App must recover from), anything else is a
+    /// problem.
+    fn token_ok(&mut self, request: &Request) -> bool {
+        let header = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let given = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("token "))
+            .unwrap_or("");
+        if given == self.current_token() {
+            return true;
+        }
+        if self.revoked.iter().any(|t| t == given) {
+            self.revoked_refusals += 1;
+        } else {
+            self.problems.push(format!(
+                "{} {} without the installation token",
+                request.method,
+                request.url.path()
+            ));
+        }
+        false
+    }
+
     /// The fault for this call, if one is armed (and counts it down).
     fn take_fault(&mut self, request: &Request) -> Option<Fault> {
         let path = request.url.path();
@@ -128,15 +169,6 @@ fn jwt_problem(authorization: Option<&str>) -> Option<String> {
     }
 }
 
-fn installation_token_ok(request: &Request) -> bool {
-    let header = request
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    header == format!("Bearer {TOKEN}") || header == format!("token {TOKEN}")
-}
-
 struct TokenExchange(Arc<Mutex<Journal>>);
 
 impl Respond for TokenExchange {
@@ -162,7 +194,7 @@ impl Respond for TokenExchange {
         let expires = SystemTime::now() + std::time::Duration::from_secs(3600);
         let expires: chrono_free::Rfc3339 = expires.into();
         ResponseTemplate::new(201).set_body_json(json!({
-            "token": TOKEN,
+            "token": journal.current_token(),
             "expires_at": expires.0,
             "permissions": {"checks": "write", "contents": "read"},
             "repository_selection": "all"
@@ -213,12 +245,7 @@ struct CheckRuns {
 impl Respond for CheckRuns {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut journal = self.journal.lock().expect("journal");
-        if !installation_token_ok(request) {
-            journal.problems.push(format!(
-                "{} {} without the installation token",
-                request.method,
-                request.url.path()
-            ));
+        if !journal.token_ok(request) {
             return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
         }
         let body: Value = match serde_json::from_slice(&request.body) {
@@ -292,10 +319,7 @@ struct ListCheckRuns(Arc<Mutex<Journal>>);
 impl Respond for ListCheckRuns {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut journal = self.0.lock().expect("journal");
-        if !installation_token_ok(request) {
-            journal
-                .problems
-                .push("listing check runs without the installation token".into());
+        if !journal.token_ok(request) {
             return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
         }
         if let Some(Fault::Status(status)) = journal.take_fault(request) {
@@ -373,12 +397,7 @@ struct Authorized<T: Respond>(T, Arc<Mutex<Journal>>);
 
 impl<T: Respond> Respond for Authorized<T> {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        if !installation_token_ok(request) {
-            self.1.lock().expect("journal").problems.push(format!(
-                "{} {} without the installation token",
-                request.method,
-                request.url.path()
-            ));
+        if !self.1.lock().expect("journal").token_ok(request) {
             return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
         }
         self.0.respond(request)
@@ -389,13 +408,23 @@ impl FakeGitHub {
     /// A fake GitHub for one repository whose commit `head` changes `files`
     /// (compare answers) and whose tarball at `head` holds `tree`.
     pub async fn start(head: &str, changed: &[(&str, &str)], tree: &[(&str, Vec<u8>)]) -> Self {
-        Self::start_matching(head, &head[..7], changed, tree).await
+        Self::start_matching(head, &head[..7], changed, tree, &[]).await
     }
 
     /// Like [`FakeGitHub::start`], for every commit: each one changes
     /// `changed` and holds `tree`.
     pub async fn start_for_any_commit(changed: &[(&str, &str)], tree: &[(&str, Vec<u8>)]) -> Self {
-        Self::start_matching("[0-9a-f]{40}", "any", changed, tree).await
+        Self::start_matching("[0-9a-f]{40}", "any", changed, tree, &[]).await
+    }
+
+    /// Like [`FakeGitHub::start_for_any_commit`], with symbolic links
+    /// (path, target) in the tarball beside the files.
+    pub async fn start_with_links(
+        changed: &[(&str, &str)],
+        tree: &[(&str, Vec<u8>)],
+        links: &[(&str, &str)],
+    ) -> Self {
+        Self::start_matching("[0-9a-f]{40}", "any", changed, tree, links).await
     }
 
     async fn start_matching(
@@ -403,6 +432,7 @@ impl FakeGitHub {
         short: &str,
         changed: &[(&str, &str)],
         tree: &[(&str, Vec<u8>)],
+        links: &[(&str, &str)],
     ) -> Self {
         let server = MockServer::start().await;
         let journal = Arc::new(Mutex::new(Journal::default()));
@@ -441,7 +471,11 @@ impl FakeGitHub {
             .respond_with(Authorized(
                 ResponseTemplate::new(200)
                     .insert_header("content-type", "application/x-gzip")
-                    .set_body_bytes(tarball(&format!("{OWNER}-{REPO}-{short}"), tree)),
+                    .set_body_bytes(tarball_with_links(
+                        &format!("{OWNER}-{REPO}-{short}"),
+                        tree,
+                        links,
+                    )),
                 journal.clone(),
             ))
             .with_priority(1)
@@ -542,6 +576,29 @@ impl FakeGitHub {
         self.journal.lock().expect("journal").token_exchanges
     }
 
+    /// Revokes the installation token GitHub accepts now, as an admin (or
+    /// GitHub itself) may at any time: calls with it get 401 from here on,
+    /// and the next token exchange issues a new one.
+    pub fn revoke_token(&self) -> String {
+        let mut journal = self.journal.lock().expect("journal");
+        let token = journal.current_token();
+        journal.revoked.push(token.clone());
+        token
+    }
+
+    /// Every installation token issued so far (the revoked ones and the current one).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let journal = self.journal.lock().expect("journal");
+        let mut tokens = journal.revoked.clone();
+        tokens.push(journal.current_token());
+        tokens
+    }
+
+    /// Calls refused because they carried a revoked token.
+    pub fn revoked_refusals(&self) -> usize {
+        self.journal.lock().expect("journal").revoked_refusals
+    }
+
     /// Requests no mock expected (answered 418).
     pub async fn unexpected(&self) -> Vec<String> {
         let known = [
@@ -566,6 +623,11 @@ impl FakeGitHub {
 
 /// A gzip tarball laid out as GitHub's: one top-level directory.
 pub fn tarball(top: &str, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    tarball_with_links(top, files, &[])
+}
+
+/// [`tarball`] with symbolic links (path, target), targets written as given.
+pub fn tarball_with_links(top: &str, files: &[(&str, Vec<u8>)], links: &[(&str, &str)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),
@@ -578,6 +640,16 @@ pub fn tarball(top: &str, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         builder
             .append_data(&mut header, format!("{top}/{name}"), bytes.as_slice())
             .expect("append");
+    }
+    for (name, target) in links {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_cksum();
+        builder
+            .append_link(&mut header, format!("{top}/{name}"), target)
+            .expect("append link");
     }
     let mut gz = builder.into_inner().expect("tar");
     gz.flush().expect("flush");

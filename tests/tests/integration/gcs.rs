@@ -193,9 +193,33 @@ async fn a_50_mb_object_streams_in_and_out_unchanged() {
     assert_eq!(std::fs::metadata(&copy).expect("copy").len(), SIZE as u64);
     assert!(same_bytes(&source, &copy), "the bytes came back changed");
     assert_eq!(store.generation(key).await.expect("gen"), Some(generation));
+    // Read as a stream (what `GET /runs/...` serves): the same bytes, in
+    // chunks, with the generation and size known up front.
+    let mut reader = store.read(key).await.expect("read").expect("exists");
+    assert_eq!(reader.generation, generation);
+    assert!(
+        reader.size.is_none_or(|size| size == SIZE as u64),
+        "{:?}",
+        reader.size
+    );
+    let streamed = dir.path().join("streamed.tar.gz");
+    let mut out = std::fs::File::create(&streamed).expect("file");
+    let mut chunks = 0;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut reader.chunks).await {
+        out.write_all(&chunk.expect("chunk")).expect("write");
+        chunks += 1;
+    }
+    drop(out);
+    assert!(chunks > 1, "streamed in chunks");
+    assert!(
+        same_bytes(&source, &streamed),
+        "the stream changed the bytes"
+    );
+    assert!(store.read("src/none").await.expect("absent").is_none());
+    let after = peak_rss().or(after);
     eprintln!(
         "50 MiB through fake-gcs-server: upload {upload:.2?}, download {download:.2?}, \
-         round trip {:.2?}",
+         round trip {:.2?}; streamed in {chunks} chunks",
         upload + download
     );
     if let (Some(before), Some(after)) = (before, after) {

@@ -55,9 +55,10 @@ async fn start_service(github: &FakeGitHub) -> Service {
         .expect("services");
     let state = github_webhook::WebhookState::from_services(&services).expect("state");
     let app = github_webhook::app(state);
+    let limits = services.config.http;
     let server = tokio::spawn(async move {
         services.recover().await;
-        let _ = nbci_shared::http::run(listener, app, std::future::pending()).await;
+        let _ = nbci_shared::http::run(listener, app, limits, std::future::pending()).await;
         drop(services);
     });
     Service {

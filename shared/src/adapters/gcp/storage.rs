@@ -58,7 +58,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::{AdcTokenSource, CLOUD_PLATFORM_SCOPE, TokenSource};
 use crate::domain::layout::validate_key;
-use crate::ports::store::{Object, ObjectStore, Precondition, StoreError};
+use crate::ports::store::{Object, ObjectReader, ObjectStore, Precondition, StoreError};
 use crate::util::retry::Backoff;
 
 /// Where Google serves Cloud Storage when no emulator is configured.
@@ -641,6 +641,37 @@ impl ObjectStore for GcsStore {
             Ok(Some(Object { bytes, generation }))
         })
         .await
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
+        // Starting the read is bounded like a small call; the transfer then
+        // takes as long as its reader does (a slow download is the client's).
+        let Some(response) = self.bounded(key, self.open(key)).await? else {
+            return Ok(None);
+        };
+        let generation = response.object().generation;
+        // A size of 0 may only mean "not said" (fake-gcs-server leaves it
+        // out): a wrong Content-Length would cut the answer, none costs nothing.
+        let size = u64::try_from(response.object().size)
+            .ok()
+            .filter(|size| *size > 0);
+        let key = key.to_owned();
+        let chunks = futures_util::stream::unfold(Some(response), move |state| {
+            let key = key.clone();
+            async move {
+                let mut response = state?;
+                match response.next().await? {
+                    Ok(chunk) => Some((Ok(chunk), Some(response))),
+                    // One error ends the stream: the client sees a cut answer.
+                    Err(error) => Some((Err(sdk_error(&key, &error)), None)),
+                }
+            }
+        });
+        Ok(Some(ObjectReader {
+            generation,
+            size,
+            chunks: Box::pin(chunks),
+        }))
     }
 
     async fn generation(&self, key: &str) -> Result<Option<i64>, StoreError> {

@@ -39,10 +39,10 @@ impl GitHubApp {
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         let token = self.tokens.token(installation).await.map_err(auth_error)?;
-        match call(token).await {
+        match call(token.clone()).await {
             Err(error) if error.status() == Some(401) => {
                 tracing::warn!(%installation, "GitHub refused the installation token; fetching a new one");
-                self.tokens.forget(installation).await;
+                self.tokens.forget_refused(installation, &token).await;
                 let token = self.tokens.token(installation).await.map_err(auth_error)?;
                 call(token).await.map_err(client_error)
             }

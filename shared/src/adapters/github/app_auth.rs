@@ -351,6 +351,22 @@ impl InstallationTokens {
         *slot.lock().await = None;
     }
 
+    /// Drops the cached token of `installation` if it is still `refused`:
+    /// when several calls meet the same revoked token at once, the first
+    /// forgets it and fetches a new one, and the others then use that one
+    /// instead of forgetting it in turn (one exchange per revocation, not
+    /// one per call in flight).
+    pub async fn forget_refused(&self, installation: InstallationId, refused: &Secret) {
+        let slot = self.slot(installation);
+        let mut cached = slot.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|cached| cached.token.expose() == refused.expose())
+        {
+            *cached = None;
+        }
+    }
+
     fn slot(&self, installation: InstallationId) -> Slot {
         // A poisoned lock only means another thread panicked while inserting:
         // the map itself is still sound.
@@ -781,6 +797,34 @@ mod tests {
         tokens.token(InstallationId(3)).await.expect("token");
         tokens.forget(InstallationId(3)).await;
         tokens.token(InstallationId(3)).await.expect("new token");
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_forgotten_once_however_many_calls_met_it() {
+        let server = fake_github().await;
+        exchange_mock(4, "revoked", expires_in(3600))
+            .up_to_n_times(1)
+            .expect(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        exchange_mock(4, "fresh", expires_in(3600))
+            .expect(1)
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        let tokens = tokens_for(&server);
+        let refused = tokens.token(InstallationId(4)).await.expect("token");
+        // The first call that met the 401 forgets it and fetches anew ...
+        tokens.forget_refused(InstallationId(4), &refused).await;
+        let fresh = tokens.token(InstallationId(4)).await.expect("new token");
+        // ... a second one, late with the same news, keeps the new token.
+        tokens.forget_refused(InstallationId(4), &refused).await;
+        tokens
+            .forget_refused(InstallationId(4), &Secret::new("other".to_owned()))
+            .await;
+        let kept = tokens.token(InstallationId(4)).await.expect("cached");
+        assert_eq!((fresh.expose(), kept.expose()), ("fresh", "fresh"));
     }
 
     #[tokio::test]

@@ -1114,4 +1114,24 @@ mod tests {
             assert!(rerun.rerun && rerun.base.is_none(), "{file}");
         }
     }
+
+    #[test]
+    fn a_rerun_of_a_check_that_is_not_a_notebook_runs_nothing() {
+        for file in [
+            "check_run.rerequested.json",
+            "check_run.requested_action.json",
+        ] {
+            for name in [
+                "nbci / README.md",
+                "nbci / nb/.ipynb_checkpoints/a-checkpoint.ipynb",
+                "nbci / ",
+                "nbci",
+            ] {
+                let mut body = fixture_json(file);
+                body["check_run"]["name"] = json!(name);
+                let event = parse_json("check_run", &body).expect("parses");
+                assert_eq!(event.trigger("d-1"), None, "{file}: {name}");
+            }
+        }
+    }
 }

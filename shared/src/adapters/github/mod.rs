@@ -31,4 +31,4 @@ pub use client::{
     RetryPolicy,
 };
 pub use events::{Event, EventError, parse_event};
-pub use signature::{SignatureError, sign, verify_signature};
+pub use signature::{SignatureCheck, SignatureError, sign, verify_signature};

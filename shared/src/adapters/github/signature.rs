@@ -53,29 +53,70 @@ pub fn verify_signature(
     body: &[u8],
     header: Option<&str>,
 ) -> Result<(), SignatureError> {
-    let value = header.ok_or(SignatureError::Missing)?.trim();
-    let digits =
-        strip_prefix_ignore_case(value, SHA256_PREFIX).ok_or(SignatureError::WrongScheme)?;
-    // Length first: it needs no decoding and names the truncation precisely.
-    if digits.len() % 2 != 0 {
-        return Err(if digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            SignatureError::WrongLength {
-                found: digits.len() / 2,
-            }
-        } else {
-            SignatureError::NotHex
-        });
+    let mut check = SignatureCheck::new(secret, header)?;
+    check.update(body);
+    check.verify()
+}
+
+/// A signature check fed the body as it arrives.
+///
+/// The header is checked when the check is made, before a byte of the body
+/// is read: a delivery without a well-formed signature is refused without
+/// buffering anything. The MAC then takes each chunk as it comes, so the
+/// body is hashed while it is read, not in a second pass over the buffer.
+pub struct SignatureCheck {
+    mac: crate::util::hmac::HmacSha256,
+    expected: [u8; 32],
+}
+
+impl std::fmt::Debug for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the key state nor the claimed MAC is worth printing.
+        f.debug_struct("SignatureCheck").finish_non_exhaustive()
     }
-    let expected = hex::decode(digits).map_err(|_| SignatureError::NotHex)?;
-    if expected.len() != 32 {
-        return Err(SignatureError::WrongLength {
-            found: expected.len(),
-        });
+}
+
+impl SignatureCheck {
+    /// Parses `header` (the value of `X-Hub-Signature-256`, if any); the
+    /// error says what is wrong with it.
+    pub fn new(secret: &[u8], header: Option<&str>) -> Result<Self, SignatureError> {
+        let value = header.ok_or(SignatureError::Missing)?.trim();
+        let digits =
+            strip_prefix_ignore_case(value, SHA256_PREFIX).ok_or(SignatureError::WrongScheme)?;
+        // Length first: it needs no decoding and names the truncation precisely.
+        if digits.len() % 2 != 0 {
+            return Err(if digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+                SignatureError::WrongLength {
+                    found: digits.len() / 2,
+                }
+            } else {
+                SignatureError::NotHex
+            });
+        }
+        let decoded = hex::decode(digits).map_err(|_| SignatureError::NotHex)?;
+        let expected: [u8; 32] =
+            decoded
+                .try_into()
+                .map_err(|decoded: Vec<u8>| SignatureError::WrongLength {
+                    found: decoded.len(),
+                })?;
+        Ok(Self {
+            mac: new_mac(secret),
+            expected,
+        })
     }
-    let mut mac = new_mac(secret);
-    mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+
+    /// Feeds the next part of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.mac.update(chunk);
+    }
+
+    /// Whether the body fed so far carries the signature (constant time).
+    pub fn verify(self) -> Result<(), SignatureError> {
+        self.mac
+            .verify_slice(&self.expected)
+            .map_err(|_| SignatureError::Mismatch)
+    }
 }
 
 /// The `X-Hub-Signature-256` value GitHub would send for `body`: for tests,

@@ -5,9 +5,10 @@
 //! clones), and its plumbing output (`-z`) is stable.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::domain::notebook::is_notebook_path;
+use crate::util::archive::{MAX_UNPACKED_BYTES, UnpackError, UnpackSummary, unpack_tar_within};
 
 /// Why the repository could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -146,11 +147,50 @@ fn split_nul(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Writes the tree of `commit` into `dest` (which must exist), as `git archive` does.
-pub fn export_commit(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
-    let tarball = git(repo, &["archive", "--format=tar", commit])?;
-    let mut archive = tar::Archive::new(tarball.as_slice());
-    archive
-        .unpack(dest)
-        .map_err(|error| GitError::Refused(format!("cannot unpack commit {commit}: {error}")))
+/// The top-level directory `git archive` is asked to put the tree under, so
+/// that its output has GitHub's tarball layout and one unpacker serves both.
+const EXPORT_PREFIX: &str = "nbci-export";
+
+/// Writes the tree of `commit` into `dest`, as `git archive` does, by the
+/// rules of [`crate::util::archive`]: symbolic links that would lead out of
+/// `dest` (`evil.ipynb -> /dev/zero`) are not created but listed in the
+/// summary, so a notebook never reads through one; at most
+/// [`MAX_UNPACKED_BYTES`] are written. The archive is streamed from `git`,
+/// never held in memory.
+pub fn export_commit(repo: &Path, commit: &str, dest: &Path) -> Result<UnpackSummary, GitError> {
+    let prefix = format!("--prefix={EXPORT_PREFIX}/");
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["archive", "--format=tar", &prefix, commit])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| GitError::NoGit(error.to_string()))?;
+    let unpacked = match child.stdout.take() {
+        Some(stdout) => {
+            unpack_tar_within(std::io::BufReader::new(stdout), dest, MAX_UNPACKED_BYTES)
+        }
+        None => Err(UnpackError::Layout("git archive gave no output".into())),
+    };
+    if unpacked.is_err() {
+        // Nothing more is read: a git still writing would block for good.
+        let _ = child.kill();
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|error| GitError::NoGit(error.to_string()))?;
+    if unpacked.is_ok() && !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("git failed")
+            .trim()
+            .trim_start_matches("fatal: ")
+            .to_owned();
+        return Err(GitError::Refused(format!("git archive {commit}: {reason}")));
+    }
+    unpacked.map_err(|error| GitError::Refused(format!("cannot unpack commit {commit}: {error}")))
 }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use crate::adapters::local::engine::{EngineError, PapermillEngine, ProgressSink, RunRequest};
 use crate::domain::job::Job;
 use crate::domain::layout::validate_key;
-use crate::domain::notebook::{Notebook, describe_io_error};
+use crate::domain::notebook::{
+    MAX_NOTEBOOK_BYTES, Notebook, NotebookError, describe_io_error, read_notebook_file,
+};
 use crate::domain::outcome::{Outcome, Status};
 use crate::ports::store::{ObjectStore, Precondition, StoreError};
 
@@ -52,13 +54,6 @@ impl std::fmt::Debug for JobRunner {
             .field("engine", &self.engine)
             .field("work_dir", &self.work_dir)
             .finish_non_exhaustive()
-    }
-}
-
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> RunnerError + '_ {
-    move |error| RunnerError::Io {
-        path: path.to_owned(),
-        reason: describe_io_error(&error),
     }
 }
 
@@ -102,19 +97,12 @@ impl JobRunner {
         store: &dyn ObjectStore,
         job: &Job,
     ) -> Result<Outcome, RunnerError> {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("nbci-job-");
-        let checkout = match &self.work_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-                builder.tempdir_in(dir)
-            }
-            None => builder.tempdir(),
-        }
-        .map_err(|error| RunnerError::Io {
-            path: self.work_dir.clone().unwrap_or_else(std::env::temp_dir),
-            reason: describe_io_error(&error),
-        })?;
+        // Private to this user: the checkout holds a repository that may be private.
+        let checkout = crate::util::fs::private_tempdir("nbci-job-", self.work_dir.as_deref())
+            .map_err(|error| RunnerError::Io {
+                path: self.work_dir.clone().unwrap_or_else(std::env::temp_dir),
+                reason: describe_io_error(&error),
+            })?;
         let archive = checkout.path().join("source.tar.gz");
         if !store.get_to_file(&job.source, &archive).await? {
             return Err(RunnerError::NoSource(job.source.clone()));
@@ -122,7 +110,7 @@ impl JobRunner {
         let tree = checkout.path().join("src");
         let unpack_into = tree.clone();
         let unpack_from = archive.clone();
-        tokio::task::spawn_blocking(move || {
+        let unpacked = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&unpack_from).map_err(|error| {
                 crate::util::archive::UnpackError::Io {
                     entry: None,
@@ -139,12 +127,10 @@ impl JobRunner {
         let _ = std::fs::remove_file(&archive);
 
         let input = tree.join(&job.notebook);
-        let raw = if validate_key(&job.notebook).is_ok() && input.is_file() {
-            std::fs::read(&input).map_err(io_error(&input))?
-        } else {
-            Vec::new()
-        };
-        if !raw.is_empty() {
+        let raw = read_committed(job, &input, &unpacked);
+        if let Ok(raw) = &raw
+            && !raw.is_empty()
+        {
             store
                 .put(
                     &job.input_key(),
@@ -164,12 +150,7 @@ impl JobRunner {
                 crate::util::time::now_rfc3339(),
             )
         };
-        let prepared = if raw.is_empty() && !input.is_file() {
-            Err(format!(
-                "{} is not in the repository at this commit",
-                job.notebook
-            ))
-        } else {
+        let prepared = raw.and_then(|raw| {
             Notebook::parse(Path::new(&job.notebook), &raw)
                 .map_err(|error| error.to_string())
                 .and_then(|notebook| {
@@ -178,7 +159,7 @@ impl JobRunner {
                         .map_err(|reason| format!("{}: {reason}", job.notebook))?;
                     Ok((notebook, environment))
                 })
-        };
+        });
         let outcome = match prepared {
             Err(reason) => invalid(reason),
             Ok((committed, environment)) => {
@@ -224,6 +205,7 @@ impl JobRunner {
                 outcome
             }
         };
+        let outcome = with_note(outcome, unpacked.skipped_note(MAX_LINKS_NAMED));
         store
             .put(
                 &job.result_key(),
@@ -234,6 +216,56 @@ impl JobRunner {
             .await?;
         Ok(outcome)
     }
+}
+
+/// How many skipped links a result names; the rest are counted.
+const MAX_LINKS_NAMED: usize = 5;
+
+/// The committed notebook's bytes, or why the job cannot have them: not a
+/// path in the repository, behind a symbolic link that leads out of it (not
+/// created by the unpacker, never followed), missing, or not a regular file
+/// of a sane size.
+fn read_committed(
+    job: &Job,
+    input: &Path,
+    unpacked: &crate::util::archive::UnpackSummary,
+) -> Result<Vec<u8>, String> {
+    if validate_key(&job.notebook).is_err() {
+        return Err(format!(
+            "{:?} is not a path in the repository",
+            job.notebook
+        ));
+    }
+    if let Some(link) = unpacked.skipped_link_for(&job.notebook) {
+        return Err(format!(
+            "{} needs the symbolic link {} -> {}, which leads out of the repository: nbci does not follow it",
+            job.notebook, link.path, link.target
+        ));
+    }
+    if std::fs::symlink_metadata(input).is_err() {
+        return Err(format!(
+            "{} is not in the repository at this commit",
+            job.notebook
+        ));
+    }
+    read_notebook_file(input, MAX_NOTEBOOK_BYTES).map_err(|error| match error {
+        NotebookError::Unreadable { reason, .. } => {
+            format!("{}: cannot read the notebook: {reason}", job.notebook)
+        }
+        other => other.to_string(),
+    })
+}
+
+/// `outcome` with `note` (skipped links) added to its message, where the
+/// check run's summary shows it.
+fn with_note(mut outcome: Outcome, note: Option<String>) -> Outcome {
+    if let Some(note) = note {
+        outcome.message = Some(match outcome.message.take() {
+            Some(message) if !message.is_empty() => format!("{message}. Note: {note}"),
+            _ => format!("Note: {note}"),
+        });
+    }
+    outcome
 }
 
 /// Removes job checkouts left in `work_dir` by a process that was killed.

@@ -23,7 +23,11 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::domain::layout::validate_key;
-use crate::ports::store::{Object, ObjectStore, Precondition, StoreError};
+use crate::ports::store::{Object, ObjectReader, ObjectStore, Precondition, StoreError};
+use futures_util::StreamExt as _;
+
+/// Bytes read from disk per chunk of a streamed object.
+const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Called after each object is written: (key, generation). The directory
 /// bucket's stand-in for GCS's finalize notifications.
@@ -280,6 +284,25 @@ impl ObjectStore for LocalDirStore {
 
     async fn generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
         Self::current_generation(&self.path_of(key)?)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
+        let Some((file, generation)) = self.open(key)? else {
+            return Ok(None);
+        };
+        let size = file.metadata().ok().map(|meta| meta.len());
+        // The open file keeps the bytes of this generation even if the
+        // object is replaced (renamed over) while it streams.
+        let chunks = tokio_util::io::ReaderStream::with_capacity(
+            tokio::fs::File::from_std(file),
+            STREAM_CHUNK,
+        )
+        .map(|chunk| chunk.map_err(unavailable));
+        Ok(Some(ObjectReader {
+            generation,
+            size,
+            chunks: Box::pin(chunks),
+        }))
     }
 
     async fn put(
@@ -577,6 +600,45 @@ mod tests {
             .await
             .expect("put");
         assert_eq!(*seen.lock().expect("lock"), vec!["ci/x/result.json"]);
+    }
+
+    #[tokio::test]
+    async fn objects_stream_in_chunks_with_their_generation() {
+        use futures_util::StreamExt as _;
+        let (_dir, store) = store();
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let generation = store
+            .put("ci/a/output.ipynb", bytes.clone(), "t", Precondition::None)
+            .await
+            .expect("put");
+        let mut reader = store
+            .read("ci/a/output.ipynb")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (reader.generation, reader.size),
+            (generation, Some(200_000))
+        );
+        // Replaced while it streams: the reader keeps the bytes it opened.
+        store
+            .put(
+                "ci/a/output.ipynb",
+                b"new".to_vec(),
+                "t",
+                Precondition::None,
+            )
+            .await
+            .expect("replace");
+        let mut read = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = reader.chunks.next().await {
+            read.extend_from_slice(&chunk.expect("chunk"));
+            chunks += 1;
+        }
+        assert_eq!(read, bytes);
+        assert!(chunks > 1);
+        assert!(store.read("ci/none").await.expect("absent").is_none());
     }
 
     #[tokio::test]

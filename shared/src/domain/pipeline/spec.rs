@@ -594,9 +594,61 @@ fn validate_branch(branch: &str) -> Result<(), String> {
 }
 
 /// YAML text as a JSON value, merge keys (`<<: *defaults`) applied.
+/// The largest `nbci.yaml` read: a spec is a few kilobytes.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+/// How deep flow collections (`[...]`, `{...}`) may nest. A spec needs two
+/// or three levels; the YAML parser's time grows with the square of this
+/// depth (50,000 levels in 100 KB took over a minute), so a hostile spec is
+/// refused before it is parsed.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// The deepest nesting of flow collections in `text`, counting brackets
+/// outside quoted scalars and comments (a rough count that can only err
+/// towards less depth: a closing bracket in a block scalar lowers it).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = ' ';
+    for c in text.chars() {
+        match (quote, c) {
+            _ if comment => comment = c != '\n',
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if previous.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth = depth.saturating_add(1);
+                deepest = deepest.max(depth);
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c == '\n' {
+            // Quoted scalars rarely span lines in a spec; a stray quote must
+            // not hide the rest of the file from the count.
+            quote = None;
+        }
+        previous = c;
+    }
+    deepest
+}
+
 fn read_yaml(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Err("the file is empty: it must define `pipelines`".into());
+    }
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(format!(
+            "the file is larger than {} KiB: a pipeline spec is a few kilobytes",
+            MAX_SPEC_BYTES / 1024
+        ));
+    }
+    if flow_depth(text) > MAX_FLOW_DEPTH {
+        return Err(format!(
+            "lists and mappings in [...] or {{...}} nest more than {MAX_FLOW_DEPTH} deep"
+        ));
     }
     let mut yaml: serde_norway::Value =
         serde_norway::from_str(text).map_err(|error| format!("not valid YAML: {error}"))?;
@@ -1345,6 +1397,27 @@ pipelines:
     }
 
     const P: &str = "pipelines.train-and-deploy";
+
+    #[test]
+    fn hostile_nesting_and_sizes_are_refused_before_parsing() {
+        let deep = format!("pipelines: {}{}\n", "[".repeat(50_000), "]".repeat(50_000));
+        let started = std::time::Instant::now();
+        let errors = PipelineSpec::parse(&deep, |_| true).expect_err("too deep");
+        assert!(errors.to_string().contains("nest more than"), "{errors}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let large = format!("pipelines: {{}}\n#{}\n", "x".repeat(MAX_SPEC_BYTES));
+        let errors = PipelineSpec::parse(&large, |_| true).expect_err("too large");
+        assert!(errors.to_string().contains("larger than"), "{errors}");
+        // Brackets in quotes and comments do not count.
+        let quoted = format!(
+            "x: \"{}\" # {}\ny: '{}'\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100)
+        );
+        assert_eq!(flow_depth(&quoted), 0);
+        assert_eq!(flow_depth("a: {b: [1, {c: 2}]}\n"), 3);
+    }
 
     #[test]
     fn the_contract_example_parses() {
