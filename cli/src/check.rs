@@ -57,6 +57,12 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
             repo.display()
         )));
     }
+    if !changes::is_repository(&repo) {
+        return Err(Failure::usage(format!(
+            "{} is not a git repository",
+            repo.display()
+        )));
+    }
     let commit = changes::resolve_commit(&repo, &args.commit).map_err(Failure::usage)?;
     let base = match &args.base {
         Some(base) => Some(changes::resolve_commit(&repo, base).map_err(Failure::usage)?),
@@ -90,8 +96,8 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     eprintln!(
-        "nbci check {range}: {} notebook(s), {jobs} at a time; outputs in {}",
-        notebooks.len(),
+        "nbci check {range}: {}, {jobs} at a time; outputs in {}",
+        report::counted(notebooks.len(), "notebook", "notebooks"),
         out_dir.display()
     );
 

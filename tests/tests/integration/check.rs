@@ -142,7 +142,10 @@ fn a_renamed_notebook_runs_at_its_new_path_and_base_can_be_given() {
     assert_eq!(exit_code(&output), 0, "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("nb/renamed.ipynb"), "{stdout}");
-    assert!(stdout.contains("1 notebooks: 1 passed"), "{stdout}");
+    assert!(
+        stdout.contains("1 notebook: 1 passed, 0 failed, 0 timed out, 0 errors"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -173,4 +176,18 @@ fn bad_revisions_and_directories_exit_2() {
     let not_a_repo = tempfile::tempdir().expect("tempdir");
     let output = nbci(not_a_repo.path(), &["check"]);
     assert_eq!(exit_code(&output), 2, "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(". is not a git repository"),
+        "{}",
+        describe(&output)
+    );
+    let dir = not_a_repo.path().to_str().expect("utf-8");
+    let output = nbci(Path::new("/"), &["check", "--repo", dir]);
+    assert_eq!(exit_code(&output), 2, "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{dir} is not a git repository")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("HEAD"), "{stderr}");
 }

@@ -57,6 +57,23 @@ fn the_index_ignores_injected_parameters() {
 }
 
 #[test]
+fn a_syntax_error_names_the_cell_not_a_temporary_file() {
+    let (_dir, output, result) = run_fixture("syntax_error", &[]);
+    assert_eq!(exit_code(&output), 1, "{}", describe(&output));
+    assert_eq!(result["failed_cell"]["index"], 2);
+    assert_eq!(result["failed_cell"]["ename"], "SyntaxError");
+    let evalue = result["failed_cell"]["evalue"].as_str().expect("evalue");
+    assert!(evalue.ends_with("(cell 3, line 1)"), "{evalue}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("Failed at cell 3 of 4: SyntaxError")
+            && stdout.contains("(cell 3, line 1)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(".py, line"), "{stdout}");
+}
+
+#[test]
 fn sys_exit_1_fails() {
     let (_dir, output, result) = run_fixture("sys_exit_1", &[]);
     assert_eq!(exit_code(&output), 1, "{}", describe(&output));
