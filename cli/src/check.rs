@@ -4,16 +4,14 @@
 //! verdict is the commit's), one kernel each, at most `--jobs` at a time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
-use nbci_shared::adapters::local::engine::{PapermillEngine, Python, RunRequest};
+use nbci_shared::adapters::local::engine::{EngineError, PapermillEngine, Python, RunRequest};
 use nbci_shared::adapters::local::git as changes;
 use nbci_shared::adapters::local::reports as report;
 use nbci_shared::domain::notebook::Notebook;
 use nbci_shared::domain::outcome::Outcome;
 use nbci_shared::domain::params;
-use tokio::sync::Semaphore;
 
 use crate::Failure;
 use crate::run::Limits;
@@ -101,14 +99,18 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         out_dir.display()
     );
 
-    let engine = PapermillEngine::new(Python::discover(None)?);
+    // The drivers start (Python, papermill's imports) while the commit is exported.
+    let engine =
+        PapermillEngine::with_settings(Python::discover(None)?, args.limits.engine_settings(jobs));
+    engine.warm_up();
+    crate::stop_on_signals(&engine);
     let checkout = tempfile::Builder::new()
         .prefix("nbci-check-")
         .tempdir()
         .map_err(|error| Failure::infra(format!("cannot create a temporary directory: {error}")))?;
     changes::export_commit(&repo, &commit, checkout.path()).map_err(Failure::infra)?;
 
-    let semaphore = Arc::new(Semaphore::new(jobs));
+    // Every notebook is queued at once; the engine runs `jobs` at a time.
     let progress = crate::progress::terminal(true);
     let mut tasks = tokio::task::JoinSet::new();
     for (order, notebook) in notebooks.iter().enumerate() {
@@ -125,27 +127,56 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
             output_uri: None,
         };
         let engine = engine.clone();
-        let semaphore = semaphore.clone();
         let progress = progress.clone();
-        tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await;
-            (order, run_one(&engine, request, &progress).await)
-        });
+        tasks.spawn(async move { (order, run_one(&engine, request, &progress).await) });
     }
     let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(notebooks.len());
+    let mut not_run = 0;
+    let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
         let (order, outcome) =
             joined.map_err(|error| Failure::infra(format!("a notebook task failed: {error}")))?;
-        let outcome = outcome?;
-        eprintln!("{}", crate::progress::verdict(&outcome));
-        outcomes.push((order, outcome));
+        match outcome {
+            Ok(outcome) => {
+                eprintln!("{}", crate::progress::verdict(&outcome));
+                outcomes.push((order, outcome));
+            }
+            Err(RunError::Stopped) => not_run += 1,
+            Err(RunError::Failure(error)) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    // Kernels stopped, and whatever they started killed, before nbci exits.
+    engine.shutdown().await;
+    if let Some(failure) = failure {
+        return Err(failure);
     }
     outcomes.sort_by_key(|(order, _)| *order);
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
 
     println!("{}", report::table(&outcomes));
     write_reports(&args, &outcomes)?;
+    if not_run > 0 {
+        return Err(Failure::infra(format!(
+            "stopped by a signal: {} did not run",
+            report::counted(not_run, "notebook", "notebooks")
+        )));
+    }
     Ok(u8::try_from(report::overall_status(&outcomes).exit_code()).unwrap_or(4))
+}
+
+/// Why one notebook of the check has no outcome.
+enum RunError {
+    /// nbci was stopped before the notebook started.
+    Stopped,
+    Failure(Failure),
+}
+
+impl From<Failure> for RunError {
+    fn from(failure: Failure) -> Self {
+        Self::Failure(failure)
+    }
 }
 
 /// Runs one notebook of the commit; a file in the commit that is not a valid
@@ -154,19 +185,23 @@ async fn run_one(
     engine: &PapermillEngine,
     request: RunRequest,
     progress: &nbci_shared::adapters::local::engine::ProgressSink,
-) -> Result<Outcome, Failure> {
+) -> Result<Outcome, RunError> {
     let committed = match Notebook::read(&request.input) {
         Ok(notebook) => notebook,
-        Err(error) => return invalid_notebook(&request, &error.to_string()),
+        Err(error) => return Ok(invalid_notebook(&request, &error.to_string())?),
     };
     let mut request = request;
     if request.timeout.is_none() {
         match committed.environment() {
             Ok(environment) => request.timeout = environment.timeout,
-            Err(reason) => return invalid_notebook(&request, &reason),
+            Err(reason) => return Ok(invalid_notebook(&request, &reason)?),
         }
     }
-    Ok(engine.run(&request, &committed, progress).await?)
+    match engine.run(&request, &committed, progress).await {
+        Ok(outcome) => Ok(outcome),
+        Err(EngineError::Stopped) => Err(RunError::Stopped),
+        Err(error) => Err(RunError::Failure(error.into())),
+    }
 }
 
 fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failure> {

@@ -3,9 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use nbci_shared::adapters::local::engine::{PapermillEngine, Python, RunRequest};
+use nbci_shared::adapters::local::engine::{
+    DEFAULT_MAX_OUTPUT, EngineSettings, PapermillEngine, Python, RunRequest,
+};
 use nbci_shared::domain::notebook::{Notebook, parse_duration};
 use nbci_shared::domain::params;
+use nbci_shared::util::size::parse_size;
 
 use crate::Failure;
 
@@ -41,6 +44,20 @@ pub struct Limits {
     /// The kernel to use instead of the notebook's kernelspec.
     #[arg(long, value_name = "NAME")]
     pub kernel: Option<String>,
+    /// Fail a notebook whose outputs pass this size (e.g. 256MB, 1GiB) [default: 256MB].
+    #[arg(long, value_name = "SIZE", env = "NBCI_MAX_OUTPUT", value_parser = parse_size)]
+    pub max_output: Option<u64>,
+}
+
+impl Limits {
+    /// The engine's settings for `slots` notebooks at once under these limits.
+    pub fn engine_settings(&self, slots: usize) -> EngineSettings {
+        EngineSettings {
+            slots,
+            max_output: Some(self.max_output.unwrap_or(DEFAULT_MAX_OUTPUT)),
+            ..EngineSettings::default()
+        }
+    }
 }
 
 /// `dir/name.ipynb` -> `dir/name<suffix>`.
@@ -87,7 +104,9 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
         return Err(Failure::usage("--output and --result name the same file"));
     }
 
-    let engine = PapermillEngine::new(Python::discover(None)?);
+    let engine =
+        PapermillEngine::with_settings(Python::discover(None)?, args.limits.engine_settings(1));
+    crate::stop_on_signals(&engine);
     let request = RunRequest {
         name: args.notebook.display().to_string(),
         input: args.notebook.clone(),
@@ -102,7 +121,10 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     let outcome = engine
         .run(&request, &committed, &crate::progress::terminal(false))
-        .await?;
+        .await;
+    // Kernels stopped, and whatever they started killed, before nbci exits.
+    engine.shutdown().await;
+    let outcome = outcome?;
     println!("{}", crate::progress::verdict(&outcome));
     println!("  executed notebook: {}", request.output.display());
     println!("  result:            {}", request.result.display());
