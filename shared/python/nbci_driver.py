@@ -144,6 +144,10 @@ class NotebookDeadline(Exception):
     """The whole-notebook timeout ran out while a cell was executing."""
 
 
+class OutputLimitExceeded(Exception):
+    """A cell's outputs passed the notebook's cap (the kernel is stopped)."""
+
+
 def output_size(msg):
     """The characters an output message adds to the notebook (what the cap counts)."""
     kind = msg.get("msg_type")
@@ -252,6 +256,10 @@ def define_classes():
                 try:
                     self.nb_man.cell_start(cell, index)
                     await self.async_execute_cell(cell, index)
+                    if self.nbci_output_limited:
+                        # The cell may have ended before its kernel was stopped:
+                        # no cell runs after the cap either way.
+                        raise OutputLimitExceeded()
                 except CellTimeoutError:
                     self.nb_man.cell_exception(self.nb.cells[index], cell_index=index)
                     outcome = "timeout"
