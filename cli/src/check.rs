@@ -4,16 +4,14 @@
 //! verdict is the commit's), one kernel each, at most `--jobs` at a time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
-use nbci_shared::adapters::local::engine::{PapermillEngine, Python, RunRequest};
+use nbci_shared::adapters::local::engine::{EngineError, PapermillEngine, Python, RunRequest};
 use nbci_shared::adapters::local::git as changes;
 use nbci_shared::adapters::local::reports as report;
 use nbci_shared::domain::notebook::{Notebook, NotebookError};
 use nbci_shared::domain::outcome::Outcome;
 use nbci_shared::domain::params;
-use tokio::sync::Semaphore;
 
 use crate::Failure;
 use crate::run::Limits;
@@ -60,6 +58,12 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
             repo.display()
         )));
     }
+    if !changes::is_repository(&repo) {
+        return Err(Failure::usage(format!(
+            "{} is not a git repository",
+            repo.display()
+        )));
+    }
     let commit = changes::resolve_commit(&repo, &args.commit).map_err(Failure::usage)?;
     let base = match &args.base {
         Some(base) => Some(changes::resolve_commit(&repo, base).map_err(Failure::usage)?),
@@ -93,12 +97,16 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     eprintln!(
-        "nbci check {range}: {} notebook(s), {jobs} at a time; outputs in {}",
-        notebooks.len(),
+        "nbci check {range}: {}, {jobs} at a time; outputs in {}",
+        report::counted(notebooks.len(), "notebook", "notebooks"),
         out_dir.display()
     );
 
-    let engine = PapermillEngine::new(Python::discover(None)?);
+    // The drivers start (Python, papermill's imports) while the commit is exported.
+    let engine =
+        PapermillEngine::with_settings(Python::discover(None)?, args.limits.engine_settings(jobs));
+    engine.warm_up();
+    crate::stop_on_signals(&engine);
     let checkout = nbci_shared::util::fs::private_tempdir("nbci-check-", None)
         .map_err(|error| Failure::infra(format!("cannot create a temporary directory: {error}")))?;
     let exported =
@@ -108,7 +116,7 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         eprintln!("nbci check: note: {note}");
     }
 
-    let semaphore = Arc::new(Semaphore::new(jobs));
+    // Every notebook is queued at once; the engine runs `jobs` at a time.
     let progress = crate::progress::terminal(true);
     let mut tasks = tokio::task::JoinSet::new();
     for (order, notebook) in notebooks.iter().enumerate() {
@@ -125,7 +133,6 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
             output_uri: None,
         };
         let engine = engine.clone();
-        let semaphore = semaphore.clone();
         let progress = progress.clone();
         let behind_link = exported.skipped_link_for(notebook).map(|link| {
             format!(
@@ -134,21 +141,34 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
             )
         });
         tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await;
             let outcome = match behind_link {
-                Some(reason) => invalid_notebook(&request, &reason),
+                Some(reason) => invalid_notebook(&request, &reason).map_err(RunError::from),
                 None => run_one(&engine, request, &progress).await,
             };
             (order, outcome)
         });
     }
     let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(notebooks.len());
+    let mut not_run = 0;
+    let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
         let (order, outcome) =
             joined.map_err(|error| Failure::infra(format!("a notebook task failed: {error}")))?;
-        let outcome = outcome?;
-        eprintln!("{}", crate::progress::verdict(&outcome));
-        outcomes.push((order, outcome));
+        match outcome {
+            Ok(outcome) => {
+                eprintln!("{}", crate::progress::verdict(&outcome));
+                outcomes.push((order, outcome));
+            }
+            Err(RunError::Stopped) => not_run += 1,
+            Err(RunError::Failure(error)) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    // Kernels stopped, and whatever they started killed, before nbci exits.
+    engine.shutdown().await;
+    if let Some(failure) = failure {
+        return Err(failure);
     }
     outcomes.sort_by_key(|(order, _)| *order);
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
@@ -158,7 +178,26 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
         println!("note: {note}");
     }
     write_reports(&args, &outcomes, note.as_deref())?;
+    if not_run > 0 {
+        return Err(Failure::infra(format!(
+            "stopped by a signal: {} did not run",
+            report::counted(not_run, "notebook", "notebooks")
+        )));
+    }
     Ok(u8::try_from(report::overall_status(&outcomes).exit_code()).unwrap_or(4))
+}
+
+/// Why one notebook of the check has no outcome.
+enum RunError {
+    /// nbci was stopped before the notebook started.
+    Stopped,
+    Failure(Failure),
+}
+
+impl From<Failure> for RunError {
+    fn from(failure: Failure) -> Self {
+        Self::Failure(failure)
+    }
 }
 
 /// Runs one notebook of the commit; a file in the commit that is not a valid
@@ -167,30 +206,39 @@ async fn run_one(
     engine: &PapermillEngine,
     request: RunRequest,
     progress: &nbci_shared::adapters::local::engine::ProgressSink,
-) -> Result<Outcome, Failure> {
+) -> Result<Outcome, RunError> {
     let committed = match Notebook::read(&request.input) {
         Ok(notebook) => notebook,
         // Named by its path in the repository, not in the temporary checkout.
         Err(NotebookError::Unreadable { reason, .. }) => {
             let reason = format!("{}: cannot read the notebook: {reason}", request.name);
-            return invalid_notebook(&request, &reason);
+            return Ok(invalid_notebook(&request, &reason)?);
         }
-        Err(error) => return invalid_notebook(&request, &error.to_string()),
+        Err(error) => return Ok(invalid_notebook(&request, &error.to_string())?),
     };
     // Bad metadata is the notebook's failure whatever the command line says:
     // the same verdict as `nbci run` and CI give.
     let environment = match committed.environment() {
         Ok(environment) => environment,
-        Err(reason) => return invalid_notebook(&request, &format!("{}: {reason}", request.name)),
+        Err(reason) => {
+            return Ok(invalid_notebook(
+                &request,
+                &format!("{}: {reason}", request.name),
+            )?);
+        }
     };
     let mut request = request;
     request.timeout = request.timeout.or(environment.timeout);
-    let outcome = engine
-        .run(&request, &committed, progress)
-        .await
-        .map_err(|error| crate::run::written_or_blamed(&request, error))?;
-    crate::run::ensure_written(&request, &outcome)?;
-    Ok(outcome)
+    match engine.run(&request, &committed, progress).await {
+        Ok(outcome) => {
+            crate::run::ensure_written(&request, &outcome)?;
+            Ok(outcome)
+        }
+        Err(EngineError::Stopped) => Err(RunError::Stopped),
+        Err(error) => Err(RunError::Failure(crate::run::written_or_blamed(
+            &request, error,
+        ))),
+    }
 }
 
 fn invalid_notebook(request: &RunRequest, reason: &str) -> Result<Outcome, Failure> {

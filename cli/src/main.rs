@@ -75,6 +75,34 @@ impl From<nbci_shared::adapters::local::engine::EngineError> for Failure {
     }
 }
 
+/// On SIGTERM or SIGINT (Ctrl-C), `engine` stops its notebooks cleanly:
+/// each running one ends with its executed notebook and a result saying so,
+/// and no process it started is left. A second SIGINT exits at once (the
+/// drivers, seeing their input close, still stop their kernels).
+pub fn stop_on_signals(engine: &nbci_shared::adapters::local::engine::PapermillEngine) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        eprintln!("nbci: stopping: the running notebooks are saved, the others do not run");
+        engine.terminate();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        std::process::exit(130);
+    });
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

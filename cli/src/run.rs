@@ -3,10 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use nbci_shared::adapters::local::engine::{EngineError, PapermillEngine, Python, RunRequest};
+use nbci_shared::adapters::local::engine::{
+    DEFAULT_MAX_OUTPUT, EngineError, EngineSettings, PapermillEngine, Python, RunRequest,
+};
 use nbci_shared::domain::notebook::{Notebook, NotebookError, describe_file_type, parse_duration};
 use nbci_shared::domain::outcome::Outcome;
 use nbci_shared::domain::params;
+use nbci_shared::util::size::parse_size;
 
 use crate::Failure;
 
@@ -42,6 +45,20 @@ pub struct Limits {
     /// The kernel to use instead of the notebook's kernelspec.
     #[arg(long, value_name = "NAME")]
     pub kernel: Option<String>,
+    /// Fail a notebook whose outputs pass this size (e.g. 256MB, 1GiB) [default: 256MB].
+    #[arg(long, value_name = "SIZE", env = "NBCI_MAX_OUTPUT", value_parser = parse_size)]
+    pub max_output: Option<u64>,
+}
+
+impl Limits {
+    /// The engine's settings for `slots` notebooks at once under these limits.
+    pub fn engine_settings(&self, slots: usize) -> EngineSettings {
+        EngineSettings {
+            slots,
+            max_output: Some(self.max_output.unwrap_or(DEFAULT_MAX_OUTPUT)),
+            ..EngineSettings::default()
+        }
+    }
 }
 
 /// `dir/name.ipynb` -> `dir/name<suffix>`.
@@ -104,7 +121,9 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
         return Err(Failure::usage("--output and --result name the same file"));
     }
 
-    let engine = PapermillEngine::new(Python::discover(None)?);
+    let engine =
+        PapermillEngine::with_settings(Python::discover(None)?, args.limits.engine_settings(1));
+    crate::stop_on_signals(&engine);
     let request = RunRequest {
         name: args.notebook.display().to_string(),
         input: args.notebook.clone(),
@@ -119,8 +138,10 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     let outcome = engine
         .run(&request, &committed, &crate::progress::terminal(false))
-        .await
-        .map_err(|error| written_or_blamed(&request, error))?;
+        .await;
+    // Kernels stopped, and whatever they started killed, before nbci exits.
+    engine.shutdown().await;
+    let outcome = outcome.map_err(|error| written_or_blamed(&request, error))?;
     ensure_written(&request, &outcome)?;
     println!("{}", crate::progress::verdict(&outcome));
     println!("  executed notebook: {}", request.output.display());

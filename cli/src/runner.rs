@@ -15,12 +15,16 @@ use std::sync::Arc;
 
 use clap::Args;
 use nbci_shared::adapters::gcp::storage::{GcsSettings, GcsStore};
-use nbci_shared::adapters::local::engine::{PapermillEngine, Progress, ProgressSink, Python};
+use nbci_shared::adapters::local::engine::{
+    DEFAULT_MAX_HTML, DEFAULT_MAX_OUTPUT, EngineSettings, PapermillEngine, Progress, ProgressSink,
+    Python,
+};
 use nbci_shared::adapters::local::runner::JobRunner;
 use nbci_shared::domain::job::JobRecord;
 use nbci_shared::domain::layout::{self, JOB_FILE};
 use nbci_shared::domain::outcome::{Outcome, Status};
 use nbci_shared::ports::store::{ObjectStore, Precondition, get_json};
+use nbci_shared::util::size::parse_size;
 
 use crate::Failure;
 
@@ -29,7 +33,17 @@ pub struct RunnerArgs {
     /// The job record: gs://BUCKET/{prefix}/job.json.
     #[arg(value_name = "JOB_URI")]
     pub job: String,
+    /// Fail the notebook when its outputs pass this size [default: 256MB].
+    #[arg(long, value_name = "SIZE", env = "NBCI_MAX_OUTPUT", value_parser = parse_size)]
+    pub max_output: Option<u64>,
+    /// Render no HTML for executed notebooks larger than this [default: 32MB].
+    #[arg(long, value_name = "SIZE", env = "NBCI_MAX_HTML", value_parser = parse_size)]
+    pub max_html: Option<u64>,
 }
+
+/// How long a job stopped by SIGTERM gets to save its executed notebook and
+/// upload it with its result, before the result alone is written.
+const SIGTERM_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// `gs://bucket/key` -> (bucket, key); the key must name a job.json.
 fn parse_job_uri(uri: &str) -> Result<(String, String), Failure> {
@@ -118,33 +132,51 @@ pub async fn runner(args: RunnerArgs) -> Result<u8, Failure> {
             args.job, job.prefix
         )));
     }
+    let engine = PapermillEngine::with_settings(
+        Python::discover(None)?,
+        EngineSettings {
+            max_output: Some(args.max_output.unwrap_or(DEFAULT_MAX_OUTPUT)),
+            max_html: args.max_html.unwrap_or(DEFAULT_MAX_HTML),
+            ..EngineSettings::default()
+        },
+    );
     let runner = JobRunner {
-        engine: PapermillEngine::new(Python::discover(None)?),
+        engine: engine.clone(),
         work_dir: None,
         progress: log_progress(),
     };
     tracing::info!(notebook = %job.notebook, prefix = %job.prefix, image = %job.image, "job started");
     let run = runner.run_job_to_result(store.as_ref(), &job);
+    tokio::pin!(run);
     let outcome = tokio::select! {
-        outcome = run => outcome,
+        outcome = &mut run => outcome,
         () = terminated() => {
-            // The job is being stopped: say so in its result, then leave.
-            let outcome = Outcome::without_result(
-                &job,
-                Status::Error,
-                "the job was stopped by SIGTERM (preempted or cancelled) before it finished",
-                store.uri(&job.output_key()),
-                nbci_shared::util::time::now_rfc3339(),
-            );
-            let written = store
-                .put(&job.result_key(), outcome.to_json(), "application/json", Precondition::None)
-                .await;
-            if let Err(error) = written {
-                tracing::error!(%error, "cannot write the result after SIGTERM");
+            // The job is being stopped: the notebook stops where it is, and
+            // its executed notebook and result (status error, saying so) are
+            // uploaded as usual, if that is quick enough.
+            engine.terminate();
+            match tokio::time::timeout(SIGTERM_GRACE, &mut run).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let outcome = Outcome::without_result(
+                        &job,
+                        Status::Error,
+                        "the job was stopped by SIGTERM (preempted or cancelled) before it finished",
+                        store.uri(&job.output_key()),
+                        nbci_shared::util::time::now_rfc3339(),
+                    );
+                    let written = store
+                        .put(&job.result_key(), outcome.to_json(), "application/json", Precondition::None)
+                        .await;
+                    if let Err(error) = written {
+                        tracing::error!(%error, "cannot write the result after SIGTERM");
+                    }
+                    return Ok(4);
+                }
             }
-            return Ok(4);
         }
     };
+    engine.shutdown().await;
     let outcome =
         outcome.map_err(|error| Failure::infra(format!("no result could be written: {error}")))?;
     if let Ok(Some(executed)) = store.get(&job.output_key()).await {

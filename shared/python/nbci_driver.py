@@ -1,10 +1,21 @@
-"""nbci's notebook driver: papermill's execution, with nbci's rules on top.
+"""nbci's notebook driver: papermill's execution, with nbci's rules on top,
+for one notebook after another.
 
-`nbci` (Rust) starts this script with the virtual environment's Python, sends
-one JSON request on stdin, and reads events from stdout: one line per event,
-each `@nbci ` followed by a JSON object. The script never decides the verdict:
-it executes, writes the executed notebook, and says how execution ended; the
-Rust side reads the executed notebook and decides (one place for that rule).
+`nbci` (Rust) starts this script once per job slot with the virtual
+environment's Python and keeps it. It sends requests on stdin, one JSON object
+per line, and reads events from stdout: one line per event, each `@nbci `
+followed by a JSON object that names the request (`id`). The script never
+decides the verdict: it executes, writes the executed notebook, and says how
+execution ended; the Rust side reads the executed notebook and decides (one
+place for that rule).
+
+Why one process for many notebooks: starting Python and importing papermill
+cost about half a second of CPU, more than the cells of many notebooks. Why it
+can start the next notebook's kernel early (`prepare`): a kernel needs about
+half a second to boot, which then overlaps with the end of the notebook before.
+What does not change: every notebook gets a fresh kernel process that never ran
+anything else, started in the notebook's own directory, talking over IPC
+sockets in a private directory of its own. This process runs no notebook code.
 
 What differs from `papermill.execute_notebook`, and why:
 - an error in a cell tagged `raises-exception` is expected (nbclient and nbmake
@@ -16,68 +27,116 @@ What differs from `papermill.execute_notebook`, and why:
 - kernels talk over IPC sockets in a private directory instead of TCP ports,
   so parallel runs cannot race for ports;
 - a kernelspec named in the notebook but not installed falls back to
-  `python3` for Python notebooks (with a warning) instead of failing.
+  `python3` for Python notebooks (with a warning) instead of failing;
+- the executed notebook is kept in memory and written when the notebook ends
+  (whatever the end: completed, failed, timed out, stopped), and while it runs
+  at most every `autosave` seconds; papermill rewrites the whole notebook about
+  twice per cell, which costs more than many cells;
+- a notebook's outputs are capped (`max_output`, in characters): past the cap
+  the kernel is stopped and the notebook fails, so that one notebook printing
+  without end cannot exhaust memory or disk;
+- every process the kernel starts inherits `NBCI_RUN=<token>` in its
+  environment; when the notebook ends, the kernel is stopped and every process
+  carrying the token is killed, wherever it went (`!sleep 90 &` runs in a
+  session of its own, out of the kernel's process group).
 
-Request fields: input, output, cwd, parameters, kernel, language,
-cell_timeout, timeout, start_timeout (seconds or null).
-Events: start, warning, cell_start, cell_done, end.
+Requests (fields of a run: input, output, cwd, parameters, kernel, language,
+cell_timeout, timeout, start_timeout, max_output, autosave, token):
+- {"op": "prepare", "id": ID, ...run}: start the kernel of a notebook that
+  runs next; nothing is reported.
+- {"op": "run", "id": ID, ...run}: run it, with its prepared kernel if any.
+- {"op": "cancel", "id": ID}: forget a prepared notebook and stop its kernel.
+- end of input, or SIGTERM: stop. The running notebook ends as `terminated`
+  (its executed notebook written), every kernel is stopped, the script exits.
+Events: warning, start, cell_start, cell_done, end (one per run); `missing`
+(then exit 90) when papermill or a dependency cannot be imported.
 """
 
+import asyncio
+import collections
 import enum
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 EVENT_PREFIX = "@nbci "
 # Exit status when a module is missing: the Rust side turns it into a message
 # that names the command installing the environment.
 MISSING_MODULE_EXIT = 90
+# The environment variable that marks every process of one notebook's kernel.
+TOKEN_VARIABLE = "NBCI_RUN"
+# How long a kernel whose notebook ended gets to exit after a shutdown request
+# (half of it before SIGTERM, half before SIGKILL): enough for atexit handlers.
+SHUTDOWN_WAIT = 2.0
+# How long to wait for the first request before importing papermill, so that a
+# request already on its way starts its kernel before that import.
+FIRST_REQUEST_WAIT = 0.05
+# Set once stdout is gone (nbci died): events are dropped, cleanup goes on.
+stdout_broken = False
 
 
 def emit(event, **fields):
+    global stdout_broken
+    if stdout_broken:
+        return
     fields["event"] = event
-    sys.stdout.write(EVENT_PREFIX + json.dumps(fields) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(EVENT_PREFIX + json.dumps(fields) + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        stdout_broken = True
+
+
+class MissingModule(Exception):
+    """papermill or one of its dependencies cannot be imported."""
 
 
 def missing(error):
     emit("missing", module=getattr(error, "name", None) or str(error), python=sys.executable)
-    sys.exit(MISSING_MODULE_EXIT)
+    return MissingModule(str(error))
 
 
-# Phase 1: only what starting a kernel needs. The kernel boots (about half a
-# second) while phase 2 imports papermill (about a third of a second).
+# Phase 1: only what starting a kernel needs. The first kernel boots (about
+# half a second) while phase 2 imports papermill (about a third of a second).
 try:
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.utils import run_sync
+    from jupyter_core.utils import ensure_async
     from traitlets.config import Config
 except ImportError as error:  # pragma: no cover - exercised through the Rust side
     missing(error)
+    sys.exit(MISSING_MODULE_EXIT)
 
 
 def import_papermill():
-    """Phase 2: papermill and nbclient, imported while the kernel starts."""
-    global papermill, CellExecutionError, CellTimeoutError, DeadKernelError
-    global PapermillNotebookClient, NBClientEngine, papermill_engines
-    global prepare_notebook_metadata, remove_error_markers, load_notebook_node
-    global parameterize_notebook, chdir, logging
+    """Phase 2: papermill, nbclient and nbformat (once per process)."""
+    global papermill, nbformat, CellExecutionComplete, CellExecutionError
+    global CellTimeoutError, DeadKernelError, prepare_notebook_metadata
+    global remove_error_markers, load_notebook_node, parameterize_notebook, logging
+    if "papermill" in globals():
+        return
     try:
         import logging
 
+        import nbformat
         import papermill
-        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-        from papermill.clientwrap import PapermillNotebookClient
-        from papermill.engines import NBClientEngine, papermill_engines
+        from nbclient.exceptions import (
+            CellExecutionComplete,
+            CellExecutionError,
+            CellTimeoutError,
+            DeadKernelError,
+        )
         from papermill.execute import prepare_notebook_metadata, remove_error_markers
         from papermill.iorw import load_notebook_node
         from papermill.parameterize import parameterize_notebook
-        from papermill.utils import chdir
     except ImportError as error:  # pragma: no cover - exercised through the Rust side
-        missing(error)
+        raise missing(error) from None
+    logging.basicConfig(level=logging.ERROR)
     define_classes()
 
 
@@ -85,33 +144,123 @@ class NotebookDeadline(Exception):
     """The whole-notebook timeout ran out while a cell was executing."""
 
 
+class OutputLimitExceeded(Exception):
+    """A cell's outputs passed the notebook's cap (the kernel is stopped)."""
+
+
+def output_size(msg):
+    """The characters an output message adds to the notebook (what the cap counts)."""
+    kind = msg.get("msg_type")
+    content = msg.get("content") or {}
+    if kind == "stream":
+        return len(content.get("text") or "")
+    if kind in ("display_data", "execute_result", "update_display_data"):
+        return sum(
+            len(value) if isinstance(value, str) else len(json.dumps(value))
+            for value in (content.get("data") or {}).values()
+        )
+    if kind == "error":
+        return len(content.get("evalue") or "") + sum(len(line) for line in content.get("traceback") or [])
+    return 0
+
+
+def write_notebook(nb, path):
+    """Writes the notebook as papermill does (nbformat's JSON), atomically: a
+    reader sees the previous version or this one, never half of one."""
+    text = nbformat.writes(nb)
+    temporary = f"{path}.nbci-partial"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
 def define_classes():
-    """Papermill's client and engine with nbci's additions (they subclass
-    papermill, so they are defined once papermill is imported)."""
-    global NbciNotebookClient, NbciEngine
+    """papermill's execution manager and client with nbci's additions (they
+    subclass papermill, so they are defined once papermill is imported)."""
+    global NbciExecutionManager, NbciNotebookClient
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NotebookExecutionManager
+
+    class NbciExecutionManager(NotebookExecutionManager):
+        """papermill's bookkeeping (each cell's status, times and exception in
+        its metadata), writing the notebook when it ends and at most every
+        `autosave` seconds before that, instead of at every cell's start and end."""
+
+        def __init__(self, nb, output_path, autosave):
+            super().__init__(nb, output_path=output_path, progress_bar=False, autosave_cell_every=autosave)
+            self.nbci_last_write = time.monotonic()
+            self.nbci_completing = False
+
+        def save(self, **kwargs):
+            if self.nbci_completing or self.autosave_cell_every <= 0:
+                return
+            if time.monotonic() - self.nbci_last_write >= self.autosave_cell_every:
+                self.write()
+
+        def autosave_cell(self):
+            self.save()
+
+        def write(self):
+            started = time.monotonic()
+            write_notebook(self.nb, self.output_path)
+            self.nbci_last_write = time.monotonic()
+            # papermill's rule: a write taking over a quarter of the interval
+            # makes the interval twice as long.
+            if self.nbci_last_write - started > self.autosave_cell_every * 0.25:
+                self.autosave_cell_every *= 2
+
+        def notebook_complete(self, **kwargs):
+            """papermill's final bookkeeping, then the one write that always happens."""
+            self.nbci_completing = True
+            try:
+                super().notebook_complete(**kwargs)
+            finally:
+                self.write()
 
     class NbciNotebookClient(PapermillNotebookClient):
-        """Papermill's client with progress events and a whole-notebook deadline."""
+        """papermill's client, driven asynchronously on a kernel started
+        beforehand, with progress events, a whole-notebook deadline and an
+        output cap."""
 
-        def __init__(self, nb_man, deadline=None, cell_timeout=None, **kw):
+        def __init__(self, nb_man, deadline=None, cell_timeout=None, max_output=None, **kw):
             super().__init__(nb_man, **kw)
             self.nbci_deadline = deadline
             self.nbci_cell_timeout = cell_timeout
+            self.nbci_max_output = max_output
+            self.nbci_output_size = 0
+            self.nbci_output_limited = False
             self.nbci_running = None
+            self.nbci_id = None
 
-        def papermill_execute_cells(self):
+        async def nbci_execute(self):
+            """papermill's `execute`, on the kernel `km` already launched."""
+            self.reset_execution_trackers()
+            self.kc = self.km.client()
+            await ensure_async(self.kc.start_channels())
+            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+            self.kc.allow_stdin = False
+            await self.nbci_execute_cells()
+            info_msg = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
+            if info_msg is not None and "language_info" in info_msg["content"]:
+                self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
+            self.set_widgets_metadata()
+
+        async def nbci_execute_cells(self):
+            """papermill's `papermill_execute_cells`, with nbci's events and limits."""
             for index, cell in enumerate(self.nb.cells):
                 self.nbci_running = index
                 started = time.monotonic()
-                emit("cell_start", index=index, cell_type=cell.cell_type)
+                emit("cell_start", id=self.nbci_id, index=index, cell_type=cell.cell_type)
                 limited_by_deadline = self._limit_timeout()
                 outcome = "ok"
                 try:
                     self.nb_man.cell_start(cell, index)
-                    self.execute_cell(cell, index)
+                    await self.async_execute_cell(cell, index)
+                    if self.nbci_output_limited:
+                        # The cell may have ended before its kernel was stopped:
+                        # no cell runs after the cap either way.
+                        raise OutputLimitExceeded()
                 except CellTimeoutError:
-                    # nbclient leaves a timed-out kernel busy; do not wait politely for it.
-                    self.shutdown_kernel = "immediate"
                     self.nb_man.cell_exception(self.nb.cells[index], cell_index=index)
                     outcome = "timeout"
                     if limited_by_deadline:
@@ -122,12 +271,17 @@ def define_classes():
                     outcome = "error"
                     break
                 except BaseException:
-                    self.shutdown_kernel = "immediate"
                     outcome = "error"
                     raise
                 finally:
                     self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
-                    emit("cell_done", index=index, outcome=outcome, seconds=time.monotonic() - started)
+                    emit(
+                        "cell_done",
+                        id=self.nbci_id,
+                        index=index,
+                        outcome=outcome,
+                        seconds=time.monotonic() - started,
+                    )
             self.nbci_running = None
 
         def _limit_timeout(self):
@@ -143,26 +297,69 @@ def define_classes():
             self.timeout = None if limit is None else max(1, int(limit))
             return by_deadline
 
+        def process_message(self, msg, cell, cell_index):
+            """Counts outputs against the cap; past it, the kernel is killed (the
+            run then fails) and further outputs are dropped."""
+            if self.nbci_output_limited:
+                content = msg.get("content") or {}
+                if msg.get("msg_type") == "status" and content.get("execution_state") == "idle":
+                    raise CellExecutionComplete()
+                return None
+            if self.nbci_max_output is not None:
+                self.nbci_output_size += output_size(msg)
+                if self.nbci_output_size > self.nbci_max_output:
+                    self.nbci_output_limited = True
+                    kill_kernel_now(self.km)
+                    return None
+            return super().process_message(msg, cell, cell_index)
 
-    class NbciEngine(NBClientEngine):
-        """Papermill's nbclient engine, building our client instead of its own."""
 
-        @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
-            kwargs.pop("input_path", None)
-            client_kwargs = {
-                "kernel_name": kernel_name,
-                "startup_timeout": kwargs.pop("start_timeout", 60),
-                "log": logging.getLogger("papermill"),
-                "log_output": False,
-                "deadline": kwargs.pop("deadline", None),
-                "cell_timeout": kwargs.pop("cell_timeout", None),
-                    "skip_cells_with_tag": "skip-execution",
-            }
-            # The kernel started before papermill was imported; the client still
-            # shuts it down at the end, as one it started itself.
-            cls.nbci_client = NbciNotebookClient(nb_man, km=kwargs.pop("km", None), **client_kwargs)
-            return cls.nbci_client.execute(cleanup_kc=True)
+def kill_kernel_now(km):
+    """SIGKILL to the kernel's process group, at once and without awaiting."""
+    provisioner = getattr(km, "provisioner", None)
+    pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
+    if pgid:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def tagged_processes(token):
+    """The processes whose environment carries `NBCI_RUN=token`. Without /proc
+    (not Linux) there are none: the process-group kill is all there is."""
+    needle = f"{TOKEN_VARIABLE}={token}".encode()
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environment = handle.read()
+        except OSError:  # gone, or another user's
+            continue
+        if needle in environment.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+async def kill_tagged(token):
+    """Kills every process carrying the token, again until none is left (a
+    process may fork while its siblings die)."""
+    for _ in range(50):
+        pids = tagged_processes(token)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        await asyncio.sleep(0.02)
 
 
 def installed_kernels():
@@ -172,7 +369,7 @@ def installed_kernels():
         return set()
 
 
-def choose_kernel(nb, requested, language):
+def choose_kernel(nb, requested, language, warnings):
     """The kernel to start: the request, else the notebook's, else python3."""
     if requested:
         return requested
@@ -182,10 +379,7 @@ def choose_kernel(nb, requested, language):
     if named in installed_kernels():
         return named
     if language == "python":
-        emit(
-            "warning",
-            message=f"kernel {named!r} named by the notebook is not installed; using 'python3'",
-        )
+        warnings.append(f"kernel {named!r} named by the notebook is not installed; using 'python3'")
         return "python3"
     return named
 
@@ -206,106 +400,295 @@ def ipc_config(private_dir):
     return config
 
 
-def start_kernel(kernel_name, cwd, private_dir):
-    """Launches the kernel without waiting for it to be ready."""
-    km = AsyncKernelManager(kernel_name=kernel_name, config=ipc_config(private_dir))
-    # The same history setting nbclient passes to kernels it starts itself.
-    run_sync(km.start_kernel)(extra_arguments=["--HistoryManager.hist_file=:memory:"], cwd=cwd)
-    return km
-
-
-def stop_kernel(km):
-    """Kills the kernel if it still runs (the client normally shut it down)."""
-    try:
-        if run_sync(km.is_alive)():
-            run_sync(km.shutdown_kernel)(now=True)
-    except Exception:
-        pass
-
-
 class EndReason(str, enum.Enum):
-    """Why the driver stopped; the Rust side reads these names into its own
-    `EndReason` enum (engine.rs), so both sides list the same five."""
+    """Why a run stopped; the Rust side reads these names into its own
+    `EndReason` enum (engine.rs), so both sides list the same seven."""
 
     COMPLETED = "completed"
     CELL_TIMEOUT = "cell_timeout"
     NOTEBOOK_TIMEOUT = "notebook_timeout"
     DEAD_KERNEL = "dead_kernel"
+    OUTPUT_LIMIT = "output_limit"
+    TERMINATED = "terminated"
     ENGINE_ERROR = "engine_error"
 
 
-def main():
-    request = json.load(sys.stdin)
+class Run:
+    """One notebook: its request and, once launched, its kernel."""
+
+    def __init__(self, request):
+        self.request = request
+        self.id = request.get("id")
+        self.km = None
+        self.kernel_name = None
+        self.language = None
+        self.private_dir = None
+        self.warnings = []
+        self.launch_error = None
+        self.launching = None
+        self.graceful_stop = True
+
+    async def launch(self):
+        """Launches the kernel without waiting for it to be ready."""
+        request = self.request
+        try:
+            with open(request["input"], encoding="utf-8") as handle:
+                raw = json.load(handle)
+            self.language = notebook_language(raw, request.get("language"))
+            self.kernel_name = choose_kernel(raw, request.get("kernel"), self.language, self.warnings)
+            self.private_dir = tempfile.mkdtemp(prefix="nbci-k-")
+            km = AsyncKernelManager(kernel_name=self.kernel_name, config=ipc_config(self.private_dir))
+            environment = dict(os.environ)
+            environment[TOKEN_VARIABLE] = request["token"]
+            self.km = km
+            # The same history setting nbclient passes to kernels it starts itself.
+            await km.start_kernel(
+                extra_arguments=["--HistoryManager.hist_file=:memory:"],
+                cwd=request.get("cwd"),
+                env=environment,
+            )
+        except Exception as error:  # reported when the notebook runs
+            self.launch_error = error
+
+    async def stop(self):
+        """Stops the kernel (asking it first, unless the run ended badly) and
+        kills every process of the run."""
+        if self.launching is not None:
+            try:
+                await self.launching
+            except BaseException:
+                pass
+        km = self.km
+        if km is not None:
+            try:
+                if self.graceful_stop and await ensure_async(km.is_alive()):
+                    km.shutdown_wait_time = SHUTDOWN_WAIT
+                    await km.shutdown_kernel(now=False)
+                else:
+                    await km.shutdown_kernel(now=True)
+            except Exception:
+                kill_kernel_now(km)
+        token = self.request.get("token")
+        if token:
+            await kill_tagged(token)
+        if self.private_dir:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+
+
+async def execute(run, driver):
+    """Runs one notebook to its end; emits start, cells and end."""
+    request = run.request
     started = time.monotonic()
     timeout = request.get("timeout")
     deadline = started + timeout if timeout else None
-    with open(request["input"], encoding="utf-8") as handle:
-        raw = json.load(handle)
-    language = notebook_language(raw, request.get("language"))
-    kernel_name = choose_kernel(raw, request.get("kernel"), language)
-
-    private_dir = tempfile.mkdtemp(prefix="nbci-k-")
-    reason, detail, km = EndReason.COMPLETED, None, None
+    reason, detail, client = EndReason.COMPLETED, None, None
+    for message in run.warnings:
+        emit("warning", id=run.id, message=message)
     try:
-        km = start_kernel(kernel_name, request.get("cwd"), private_dir)
+        await run.launching
+        if run.launch_error is not None:
+            raise run.launch_error
         import_papermill()
-        logging.basicConfig(level=logging.ERROR)
         nb = load_notebook_node(request["input"])
         parameters = request.get("parameters") or {}
         if parameters:
             nb = parameterize_notebook(
-                nb, parameters, report_mode=False, kernel_name=kernel_name, language=language
+                nb, parameters, report_mode=False, kernel_name=run.kernel_name, language=run.language
             )
         nb = prepare_notebook_metadata(nb, request["input"], request["output"])
         nb = remove_error_markers(nb)
         emit(
             "start",
-            kernel=kernel_name,
+            id=run.id,
+            kernel=run.kernel_name,
             python=sys.version.split()[0],
             papermill=papermill.__version__,
             cells=[
-                {
-                    "cell_type": cell.cell_type,
-                    "tags": list(cell.get("metadata", {}).get("tags", [])),
-                }
+                {"cell_type": cell.cell_type, "tags": list(cell.get("metadata", {}).get("tags", []))}
                 for cell in nb.cells
             ],
         )
-        with chdir(request.get("cwd")):
-            papermill_engines.register("nbci", NbciEngine)
-            papermill_engines.execute_notebook_with_engine(
-                "nbci",
-                nb,
-                kernel_name=kernel_name,
-                input_path=request["input"],
-                output_path=request["output"],
-                progress_bar=False,
-                log_output=False,
-                start_timeout=request.get("start_timeout") or 60,
-                deadline=deadline,
-                cell_timeout=request.get("cell_timeout"),
-                km=km,
-            )
-    except NotebookDeadline:
-        reason, detail = EndReason.NOTEBOOK_TIMEOUT, f"the notebook ran longer than {timeout:g} s"
-    except (SystemExit, KeyboardInterrupt):
+        nb_man = NbciExecutionManager(nb, request["output"], request.get("autosave") or 0)
+        nb_man.notebook_start()
+        client = NbciNotebookClient(
+            nb_man,
+            km=run.km,
+            kernel_name=run.kernel_name,
+            startup_timeout=request.get("start_timeout") or 60,
+            log=logging.getLogger("papermill"),
+            log_output=False,
+            deadline=deadline,
+            cell_timeout=request.get("cell_timeout"),
+            max_output=request.get("max_output"),
+            skip_cells_with_tag="skip-execution",
+        )
+        client.nbci_id = run.id
+        driver.current_client = client
+        try:
+            await client.nbci_execute()
+        finally:
+            if client.nbci_output_limited:
+                note_output_limit(client, request.get("max_output"))
+            try:
+                nb_man.notebook_complete()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+    except MissingModule:
         raise
     except BaseException as error:
-        if "CellTimeoutError" in globals() and isinstance(error, CellTimeoutError):
-            reason = EndReason.CELL_TIMEOUT
-            detail = f"a cell ran longer than {request.get('cell_timeout'):g} s"
-        elif "DeadKernelError" in globals() and isinstance(error, DeadKernelError):
-            reason, detail = EndReason.DEAD_KERNEL, str(error) or "the kernel died"
-        else:  # the kernel could not start, and the like
-            reason, detail = EndReason.ENGINE_ERROR, f"{type(error).__name__}: {error}"
-    finally:
-        if km is not None:
-            stop_kernel(km)
-        shutil.rmtree(private_dir, ignore_errors=True)
-    client = getattr(globals().get("NbciEngine"), "nbci_client", None)
+        run.graceful_stop = False
+        reason, detail = classify(error, client, driver, request)
+    if reason is EndReason.COMPLETED and client is not None and client.nbci_output_limited:
+        run.graceful_stop = False
+        reason, detail = EndReason.OUTPUT_LIMIT, output_limit_message(request.get("max_output"))
     running = client.nbci_running if client is not None else None
-    emit("end", reason=reason.value, detail=detail, running=running)
+    emit("end", id=run.id, reason=reason.value, detail=detail, running=running)
+
+
+def output_limit_message(limit):
+    return (
+        f"the notebook's output passed the limit of {limit:,} characters (NBCI_MAX_OUTPUT); "
+        "the kernel was stopped"
+    )
+
+
+def note_output_limit(client, limit):
+    """Puts the reason into the executed notebook, as an error output of the
+    cell that passed the cap, for whoever opens it."""
+    index = client.nbci_running
+    if index is None or index >= len(client.nb.cells):
+        return
+    message = output_limit_message(limit)
+    cell = client.nb.cells[index]
+    cell.setdefault("outputs", []).append(
+        nbformat.v4.new_output("error", ename="OutputLimitExceeded", evalue=message, traceback=[message])
+    )
+
+
+def classify(error, client, driver, request):
+    """The end reason and detail for a run that raised `error`."""
+    if driver.stopping:
+        return EndReason.TERMINATED, "nbci was stopped (SIGTERM) while the notebook ran"
+    if client is not None and client.nbci_output_limited:
+        return EndReason.OUTPUT_LIMIT, output_limit_message(request.get("max_output"))
+    if isinstance(error, NotebookDeadline):
+        return EndReason.NOTEBOOK_TIMEOUT, f"the notebook ran longer than {request.get('timeout'):g} s"
+    if "CellTimeoutError" in globals() and isinstance(error, CellTimeoutError):
+        return EndReason.CELL_TIMEOUT, f"a cell ran longer than {request.get('cell_timeout'):g} s"
+    if "DeadKernelError" in globals() and isinstance(error, DeadKernelError):
+        return EndReason.DEAD_KERNEL, str(error) or "the kernel died"
+    # the kernel could not start, and the like
+    return EndReason.ENGINE_ERROR, f"{type(error).__name__}: {error}"
+
+
+class Driver:
+    """The requests received, the run in progress, and kernels being stopped."""
+
+    def __init__(self):
+        self.runs = {}
+        self.queue = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.stopping = False
+        self.current = None
+        self.current_client = None
+        self.stops = set()
+
+    def receive(self, message):
+        """Handles one request (on the event loop); `None` is the end of input."""
+        if message is None:
+            self.stop()
+            return
+        op, run_id = message.get("op"), message.get("id")
+        if op in ("prepare", "run"):
+            run = self.runs.get(run_id)
+            if run is None:
+                run = Run(message)
+                self.runs[run_id] = run
+                run.launching = asyncio.ensure_future(run.launch())
+            else:
+                run.request = message
+            if op == "run":
+                self.queue.append(run_id)
+                self.wakeup.set()
+        elif op == "cancel":
+            run = self.runs.pop(run_id, None)
+            if run is not None:
+                if run_id in self.queue:
+                    self.queue.remove(run_id)
+                self.stop_run(run)
+
+    def stop(self):
+        """End of input or SIGTERM: the running notebook is ended (its kernel
+        killed, which ends its cell at once) and no other one starts."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.current is not None and self.current.km is not None:
+            kill_kernel_now(self.current.km)
+        self.wakeup.set()
+
+    def stop_run(self, run):
+        task = asyncio.ensure_future(run.stop())
+        self.stops.add(task)
+        task.add_done_callback(self.stops.discard)
+
+    async def serve(self):
+        while True:
+            while not self.queue and not self.stopping:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            if self.stopping:
+                break
+            run = self.runs.pop(self.queue.popleft())
+            self.current = run
+            try:
+                await execute(run, self)
+            finally:
+                self.current = None
+                self.current_client = None
+                self.stop_run(run)
+        for run in list(self.runs.values()):
+            self.stop_run(run)
+        self.runs.clear()
+        while self.stops:
+            await asyncio.gather(*list(self.stops), return_exceptions=True)
+
+
+def read_requests(loop, driver):
+    """The stdin reader thread: hands each request line to the event loop."""
+    for line in sys.stdin.buffer:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            loop.call_soon_threadsafe(driver.receive, message)
+    loop.call_soon_threadsafe(driver.receive, None)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    driver = Driver()
+    loop.add_signal_handler(signal.SIGTERM, driver.stop)
+    threading.Thread(target=read_requests, args=(loop, driver), daemon=True).start()
+    # A request already on its way launches its kernel before papermill's import.
+    await asyncio.sleep(FIRST_REQUEST_WAIT)
+    try:
+        import_papermill()
+        await driver.serve()
+    except MissingModule:
+        driver.stop()
+        for run in list(driver.runs.values()):
+            driver.stop_run(run)
+        while driver.stops:
+            await asyncio.gather(*list(driver.stops), return_exceptions=True)
+        return MISSING_MODULE_EXIT
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(asyncio.run(main()))

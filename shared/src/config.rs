@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::adapters::local::engine::{DEFAULT_MAX_HTML, DEFAULT_MAX_OUTPUT};
 use crate::domain::notebook::parse_duration;
 use crate::http::HttpLimits;
 use crate::util::secret::Secret;
@@ -139,6 +140,20 @@ pub const VARIABLES: &[Variable] = &[
         default: Some("the number of cores"),
         meaning: "notebooks the local executor runs at once",
         services: LOCAL_RUNS,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_MAX_OUTPUT",
+        default: Some("256MB"),
+        meaning: "the most output one notebook may produce (e.g. 256MB, 1GiB); past it the kernel is stopped and the notebook fails",
+        services: LOCAL,
+        secret: false,
+    },
+    Variable {
+        name: "NBCI_MAX_HTML",
+        default: Some("32MB"),
+        meaning: "executed notebooks larger than this are not rendered as HTML; a short page says so",
+        services: LOCAL,
         secret: false,
     },
     Variable {
@@ -427,6 +442,10 @@ pub struct Config {
     pub pubsub_emulator: Option<String>,
     pub oidc: Option<OidcSettings>,
     pub jobs: usize,
+    /// `NBCI_MAX_OUTPUT`: the cap on one notebook's output (`nbci serve`).
+    pub max_output: u64,
+    /// `NBCI_MAX_HTML`: executed notebooks larger than this are not rendered.
+    pub max_html: u64,
     pub max_notebooks: usize,
     pub job_timeout: Duration,
     pub lost_job_grace: Duration,
@@ -489,6 +508,14 @@ impl Config {
             match value(name) {
                 None => Ok(default),
                 Some(text) => parse_duration(&text).map_err(|reason| invalid(name, reason)),
+            }
+        };
+        let size = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match value(name) {
+                None => Ok(default),
+                Some(text) => {
+                    crate::util::size::parse_size(&text).map_err(|reason| invalid(name, reason))
+                }
             }
         };
         let http_url = |name: &'static str| -> Result<Option<String>, ConfigError> {
@@ -678,6 +705,8 @@ impl Config {
             pubsub_emulator: value("PUBSUB_EMULATOR_HOST"),
             oidc,
             jobs: count("NBCI_JOBS", cores)?,
+            max_output: size("NBCI_MAX_OUTPUT", DEFAULT_MAX_OUTPUT)?,
+            max_html: size("NBCI_MAX_HTML", DEFAULT_MAX_HTML)?,
             max_notebooks: count("NBCI_MAX_NOTEBOOKS", 50)?,
             job_timeout: duration("NBCI_JOB_TIMEOUT", Duration::from_secs(3600))?,
             lost_job_grace: duration("NBCI_LOST_JOB_GRACE", Duration::from_secs(600))?,
@@ -811,6 +840,32 @@ mod tests {
         assert!(
             !format!("{config:?}").contains("s3cret"),
             "secrets never print"
+        );
+    }
+
+    #[test]
+    fn output_and_html_caps_are_sizes() {
+        let serve = |vars: &[(&str, &str)]| {
+            let mut all = vec![
+                ("GITHUB_WEBHOOK_SECRET", "s"),
+                ("GITHUB_APP_ID", "1"),
+                ("GITHUB_APP_PRIVATE_KEY", KEY),
+            ];
+            all.extend_from_slice(vars);
+            Config::from_lookup(Service::Serve, lookup(&all))
+        };
+        let config = serve(&[]).expect("defaults");
+        assert_eq!(
+            (config.max_output, config.max_html),
+            (DEFAULT_MAX_OUTPUT, DEFAULT_MAX_HTML)
+        );
+        let config =
+            serve(&[("NBCI_MAX_OUTPUT", "64MB"), ("NBCI_MAX_HTML", "1 MiB")]).expect("valid");
+        assert_eq!((config.max_output, config.max_html), (64_000_000, 1 << 20));
+        let error = serve(&[("NBCI_MAX_OUTPUT", "lots")]).expect_err("invalid");
+        assert!(
+            error.to_string().starts_with("NBCI_MAX_OUTPUT is invalid"),
+            "{error}"
         );
     }
 

@@ -32,7 +32,7 @@ use crate::adapters::github::{
     AppCredentials, GitHubApp, GitHubClient, GitHubConfig, InstallationTokens,
 };
 use crate::adapters::local::bus::LocalBus;
-use crate::adapters::local::engine::{PapermillEngine, ProgressSink, Python};
+use crate::adapters::local::engine::{EngineSettings, PapermillEngine, ProgressSink, Python};
 use crate::adapters::local::executor::LocalExecutor;
 use crate::adapters::local::registry::LocalRegistry;
 use crate::adapters::local::runner::{JobRunner, sweep_checkouts};
@@ -274,7 +274,15 @@ fn open_executor(
 ) -> Result<(Arc<dyn NotebookExecutor>, Option<LocalExecutor>), WiringError> {
     match (config.executor, &config.cloud, &config.storage) {
         (ExecutorKind::Local, _, _) => {
-            let engine = PapermillEngine::new(Python::discover(config.python.clone())?);
+            let engine = PapermillEngine::with_settings(
+                Python::discover(config.python.clone())?,
+                EngineSettings {
+                    slots: config.jobs,
+                    max_output: Some(config.max_output),
+                    max_html: config.max_html,
+                    ..EngineSettings::default()
+                },
+            );
             let runner = JobRunner {
                 engine,
                 work_dir: Some(scratch.to_owned()),

@@ -387,7 +387,7 @@ def main():
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args()
 
-    nbci = Path(args.nbci)
+    nbci = Path(args.nbci).resolve()
     if not nbci.exists():
         sys.exit(f"no nbci binary at {nbci}; build it with `cargo build -p nbci`")
     if not (VENV_BIN / "papermill").exists():

@@ -225,6 +225,7 @@ impl Notebook {
                     clean_exit = true;
                     continue;
                 }
+                let evalue = locate_syntax_error(&ename, &evalue, positions[executed_index]);
                 return Some(CellError {
                     index: positions[executed_index],
                     execution_count: cell.execution_count,
@@ -326,6 +327,28 @@ pub fn align_cells(committed: &[CellShape], executed: &[CellShape]) -> Vec<Optio
             }
         })
         .collect()
+}
+
+/// A `SyntaxError` (or `IndentationError`, `TabError`) names the file the
+/// code was compiled from, which for a cell is IPython's temporary file
+/// (`invalid syntax (3311942670.py, line 1)`), a name that means nothing to
+/// the reader: name the cell instead, counted from 1 as the headlines count
+/// (`invalid syntax (cell 5, line 1)`). Other errors are left as they are.
+pub fn locate_syntax_error(ename: &str, evalue: &str, position: Option<usize>) -> String {
+    static TEMP_FILE: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r" \(\d+\.py, line (\d+)\)$").ok());
+    let (Some(position), Some(pattern)) = (position, TEMP_FILE.as_ref()) else {
+        return evalue.to_owned();
+    };
+    if !matches!(ename, "SyntaxError" | "IndentationError" | "TabError") {
+        return evalue.to_owned();
+    }
+    let cell = position.saturating_add(1);
+    pattern
+        .replace(evalue, |found: &regex::Captures<'_>| {
+            format!(" (cell {cell}, line {})", &found[1])
+        })
+        .into_owned()
 }
 
 /// The error that failed a notebook, positioned as in the committed notebook.
@@ -724,6 +747,52 @@ mod tests {
         assert_eq!(error.ename, "ValueError");
         assert_eq!(error.evalue, "boom");
         assert_eq!(error.traceback, vec!["Traceback", "ValueError: boom"]);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_cell_not_ipythons_temporary_file() {
+        assert_eq!(
+            locate_syntax_error(
+                "SyntaxError",
+                "invalid syntax (1063758517.py, line 1)",
+                Some(4)
+            ),
+            "invalid syntax (cell 5, line 1)"
+        );
+        assert_eq!(
+            locate_syntax_error(
+                "IndentationError",
+                "expected an indented block after 'if' statement on line 1 (3430485373.py, line 2)",
+                Some(0)
+            ),
+            "expected an indented block after 'if' statement on line 1 (cell 1, line 2)"
+        );
+        // Other errors, other files and unknown positions are left alone.
+        for (ename, evalue, position) in [
+            ("ValueError", "bad (123.py, line 1)", Some(1)),
+            ("SyntaxError", "invalid syntax (helper.py, line 3)", Some(1)),
+            ("SyntaxError", "invalid syntax (123.py, line 1)", None),
+        ] {
+            assert_eq!(locate_syntax_error(ename, evalue, position), evalue);
+        }
+        let committed = parse(&notebook(vec![
+            json!({"cell_type": "markdown", "metadata": {}, "source": "# t"}),
+            code("def f(:", &[], json!([])),
+        ]))
+        .expect("valid");
+        let executed = parse(&notebook(vec![
+            json!({"cell_type": "markdown", "metadata": {}, "source": "# t"}),
+            code(
+                "def f(:",
+                &[],
+                error_output("SyntaxError", "invalid syntax (3311942670.py, line 1)"),
+            ),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            executed.first_error(&committed).expect("an error").evalue,
+            "invalid syntax (cell 2, line 1)"
+        );
     }
 
     #[test]

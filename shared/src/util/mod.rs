@@ -10,11 +10,13 @@
 //! - [`hmac`]: HMAC-SHA256, for webhook signatures and link tokens.
 //! - [`time`]: RFC 3339 timestamps (parsed and formatted with `jiff`).
 //! - [`retry`]: the one backoff schedule (exponential, capped, with a server's hint).
+//! - [`size`]: sizes written as `256MB` or `1GiB`, parsed and shown.
 
 pub mod archive;
 pub mod fs;
 pub mod hmac;
 pub mod retry;
 pub mod secret;
+pub mod size;
 pub mod time;
 pub mod uri;

@@ -142,7 +142,10 @@ fn a_renamed_notebook_runs_at_its_new_path_and_base_can_be_given() {
     assert_eq!(exit_code(&output), 0, "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("nb/renamed.ipynb"), "{stdout}");
-    assert!(stdout.contains("1 notebooks: 1 passed"), "{stdout}");
+    assert!(
+        stdout.contains("1 notebook: 1 passed, 0 failed, 0 timed out, 0 errors"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -173,4 +176,74 @@ fn bad_revisions_and_directories_exit_2() {
     let not_a_repo = tempfile::tempdir().expect("tempdir");
     let output = nbci(not_a_repo.path(), &["check"]);
     assert_eq!(exit_code(&output), 2, "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(". is not a git repository"),
+        "{}",
+        describe(&output)
+    );
+    let dir = not_a_repo.path().to_str().expect("utf-8");
+    let output = nbci(Path::new("/"), &["check", "--repo", dir]);
+    assert_eq!(exit_code(&output), 2, "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{dir} is not a git repository")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("HEAD"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_the_check_saving_what_runs_and_running_nothing_more() {
+    let (dir, _first) = repository();
+    let repo = dir.path();
+    let sleeper = serde_json::json!({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [{"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+                   "source": "import time\nprint('sleeping', flush=True)\ntime.sleep(120)"}]
+    });
+    for name in ["a", "b", "c"] {
+        std::fs::write(
+            repo.join(format!("nb/slow_{name}.ipynb")),
+            serde_json::to_vec(&sleeper).expect("json"),
+        )
+        .expect("write");
+    }
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "--quiet", "-m", "slow"]);
+    let out = tempfile::tempdir().expect("tempdir");
+    let child = Command::new(super::common::nbci_binary())
+        .args(["check", "--jobs", "1", "--out-dir"])
+        .arg(out.path())
+        .current_dir(repo)
+        .env_remove("NBCI_PYTHON")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nbci runs");
+    // The first notebook is in its long cell once its kernel answered.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    let stopped = std::time::Instant::now();
+    let output = child.wait_with_output().expect("nbci ends");
+    assert!(stopped.elapsed().as_secs() < 30, "{:?}", stopped.elapsed());
+    assert_eq!(exit_code(&output), 4, "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stopped by a signal: 2 notebooks did not run"),
+        "{stderr}"
+    );
+    let result = read_json(&out.path().join("nb/slow_a.ipynb/result.json"));
+    assert_eq!(result["status"], "error", "{result}");
+    assert!(
+        result["message"].as_str().unwrap_or("").contains("SIGTERM"),
+        "{result}"
+    );
+    let executed = read_json(&out.path().join("nb/slow_a.ipynb/output.ipynb"));
+    assert!(executed.to_string().contains("sleeping"), "{executed}");
+    assert!(!out.path().join("nb/slow_c.ipynb/result.json").exists());
 }

@@ -1,42 +1,29 @@
 //! The local notebook engine: papermill in a Python virtual environment.
 //!
-//! Each notebook runs in its own Python process (the driver, embedded from
-//! `python/nbci_driver.py`), which starts one kernel over IPC sockets. The
-//! driver reports progress as JSON lines; this module turns them into
-//! [`Progress`] calls, enforces a hard deadline as a backstop, reads the
-//! executed notebook and writes the result object last.
+//! Notebooks run in warm driver processes (the embedded `python/nbci_driver.py`,
+//! one per slot, see [`super::driver`]), each starting one fresh kernel per
+//! notebook over IPC sockets. This module turns the driver's events into
+//! [`Progress`] calls, maps how a run ended to an [`Outcome`] (reading the
+//! executed notebook for the verdict) and writes the result object last.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::domain::notebook::{
-    CellShape, CellType, ERROR_MARKER_TAG, INJECTED_PARAMETERS_TAG, Notebook, align_cells,
-    describe_io_error,
-};
+use super::driver::{Driven, EndReason, Pool, Submission};
+use crate::domain::notebook::{CellShape, CellType, Notebook, describe_io_error};
 use crate::domain::outcome::{FailedCell, Outcome, Runtime, Status};
 use crate::domain::params::Parameters;
 use crate::util::uri::{absolute, file_uri};
 
-/// The driver script, run with `python -c`.
-const DRIVER: &str = include_str!("../../../python/nbci_driver.py");
 /// The pinned requirements, shown in the fix-it message and used by the images.
 pub const REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");
-/// What the driver prints before each event line.
-const EVENT_PREFIX: &str = "@nbci ";
 /// The driver's exit status when papermill or a dependency is not importable.
 const MISSING_MODULE_EXIT: i32 = 90;
-/// How long past the notebook's deadline the driver gets to stop its kernel and
-/// save, before its whole process group is killed.
-const DEADLINE_GRACE: Duration = Duration::from_secs(20);
-/// How much of the driver's stderr to keep for an error message.
-const STDERR_TAIL: usize = 4000;
 
 /// Problems with the execution environment itself (not with a notebook).
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +38,10 @@ pub enum EngineError {
     /// Occurs when the driver process cannot be started at all.
     #[error("cannot start {python}: {reason}")]
     Spawn { python: PathBuf, reason: String },
+    /// Occurs when the engine was stopped (SIGTERM, shutdown) before the
+    /// notebook started.
+    #[error("nbci was stopped (SIGTERM) before the notebook ran")]
+    Stopped,
 }
 
 /// The command that creates the environment, for messages that must say how to fix it.
@@ -122,6 +113,39 @@ impl Python {
     }
 }
 
+/// Limits and sizes of the engine; [`Default`] is what `nbci` uses unless told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Notebooks run at once, each slot with a warm driver of its own.
+    pub slots: usize,
+    /// The most output (characters of text, images as their base64 text) one
+    /// notebook may produce; past it the kernel is stopped and the notebook
+    /// fails. `None`: no cap.
+    pub max_output: Option<u64>,
+    /// Executed notebooks larger than this (bytes) are not rendered as HTML;
+    /// a short page says so instead.
+    pub max_html: u64,
+    /// While a notebook runs, its executed notebook is written at most this
+    /// often (and always when it ends), so that a crash leaves a recent one.
+    pub autosave: Duration,
+}
+
+/// Default of [`EngineSettings::max_output`]: 256 MB (`NBCI_MAX_OUTPUT`).
+pub const DEFAULT_MAX_OUTPUT: u64 = 256_000_000;
+/// Default of [`EngineSettings::max_html`]: 32 MB (`NBCI_MAX_HTML`).
+pub const DEFAULT_MAX_HTML: u64 = 32_000_000;
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            slots: 1,
+            max_output: Some(DEFAULT_MAX_OUTPUT),
+            max_html: DEFAULT_MAX_HTML,
+            autosave: Duration::from_secs(5),
+        }
+    }
+}
+
 /// One notebook execution.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -165,92 +189,62 @@ pub enum Progress {
 /// Receives progress of one notebook; shared by parallel runs.
 pub type ProgressSink = Arc<dyn Fn(&str, &Progress) + Send + Sync>;
 
-/// Events the driver prints (see `nbci_driver.py`).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-enum DriverEvent {
-    Start {
-        kernel: String,
-        python: String,
-        papermill: String,
-        cells: Vec<DriverCell>,
-    },
-    Warning {
-        message: String,
-    },
-    CellStart {
-        #[allow(dead_code)]
-        index: usize,
-    },
-    CellDone {
-        index: usize,
-        outcome: String,
-        seconds: f64,
-    },
-    End {
-        reason: EndReason,
-        detail: Option<String>,
-        running: Option<usize>,
-    },
-    Missing {
-        module: String,
-        python: String,
-    },
-}
-
-/// Why the driver stopped (its `end` event); the Python side writes exactly
-/// these names, and anything else reads as an engine error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum EndReason {
-    /// Every cell ran (some may have raised: the executed notebook says).
-    Completed,
-    /// One cell ran past `--cell-timeout`.
-    CellTimeout,
-    /// The notebook ran past `--timeout`.
-    NotebookTimeout,
-    /// The kernel process died.
-    DeadKernel,
-    /// papermill or nbclient failed on its own.
-    #[serde(other)]
-    EngineError,
-}
-
-#[derive(Debug, Deserialize)]
-struct DriverCell {
-    cell_type: String,
-    #[serde(default)]
-    tags: Vec<String>,
-}
-
-impl DriverCell {
-    fn shape(&self) -> CellShape {
-        CellShape {
-            is_error_marker: self.tags.iter().any(|t| t == ERROR_MARKER_TAG),
-            is_injected_parameters: self.tags.iter().any(|t| t == INJECTED_PARAMETERS_TAG),
-        }
-    }
-}
-
-/// Everything learned from the driver while it ran.
-#[derive(Debug, Default)]
-struct DriverReport {
-    kernel: Option<String>,
-    versions: Map<String, Value>,
-    positions: Vec<Option<usize>>,
-    end: Option<(EndReason, Option<String>, Option<usize>)>,
-    missing: Option<(String, String)>,
-}
-
-/// The local engine: runs notebooks with papermill in `python`.
+/// The local engine: runs notebooks with papermill in `python`, in
+/// `settings.slots` warm drivers. Clones share the drivers; when the last
+/// clone goes, the drivers stop their kernels and exit.
 #[derive(Debug, Clone)]
 pub struct PapermillEngine {
     pub python: Python,
+    settings: EngineSettings,
+    pool: Arc<PoolHandle>,
+}
+
+/// Closes the pool when the last engine clone is dropped.
+#[derive(Debug)]
+struct PoolHandle(Arc<Pool>);
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl PapermillEngine {
+    /// An engine with the default settings (one slot).
     pub fn new(python: Python) -> Self {
-        Self { python }
+        Self::with_settings(python, EngineSettings::default())
+    }
+
+    pub fn with_settings(python: Python, settings: EngineSettings) -> Self {
+        let pool = Arc::new(Pool::new(python.clone(), settings.slots));
+        Self {
+            python,
+            settings,
+            pool: Arc::new(PoolHandle(pool)),
+        }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Starts the drivers now (Python and papermill's imports), so that the
+    /// first notebooks do not wait for them. Needs a Tokio runtime.
+    pub fn warm_up(&self) {
+        self.pool.0.start();
+    }
+
+    /// Stops for SIGTERM: notebooks not started fail with
+    /// [`EngineError::Stopped`]; running ones stop at once, their executed
+    /// notebooks are written and their runs end with status `error`.
+    pub fn terminate(&self) {
+        self.pool.0.terminate();
+    }
+
+    /// Waits for the drivers to stop their kernels and exit (killing what is
+    /// left after a grace period): no process a notebook started outlives it.
+    pub async fn shutdown(&self) {
+        self.pool.0.shutdown().await;
     }
 
     /// Executes `request.input`, writes the executed notebook and then the result
@@ -284,7 +278,16 @@ impl PapermillEngine {
             );
         }
 
-        let (report, exit, stderr, killed) = self.drive(request, committed, progress).await?;
+        let Driven {
+            report,
+            exit,
+            stderr,
+            killed,
+        } = self
+            .pool
+            .0
+            .submit(self.submission(request, committed, progress))
+            .await?;
 
         if let Some((module, python)) = &report.missing {
             return Err(EngineError::PythonMissing(format!(
@@ -340,6 +343,21 @@ impl PapermillEngine {
                         )),
                         Some(format!("the kernel died: {detail_text}")),
                     ),
+                    // The notebook's own doing: a failure, not the infrastructure's.
+                    EndReason::OutputLimit => (
+                        Status::Failed,
+                        Some(running_cell(
+                            "OutputLimitExceeded",
+                            detail_text.clone(),
+                            *running,
+                        )),
+                        Some(detail_text),
+                    ),
+                    EndReason::Terminated => (
+                        Status::Error,
+                        Some(running_cell("Terminated", detail_text.clone(), *running)),
+                        Some(detail_text),
+                    ),
                     EndReason::EngineError => (Status::Error, None, Some(detail_text)),
                 }
             }
@@ -391,179 +409,62 @@ impl PapermillEngine {
         Ok(outcome)
     }
 
-    /// Runs the driver to its end; returns its report, exit status, stderr and
-    /// whether the backstop had to kill it.
-    async fn drive(
+    /// What the driver needs to run `request`.
+    fn submission(
         &self,
         request: &RunRequest,
         committed: &Notebook,
         progress: &ProgressSink,
-    ) -> Result<(DriverReport, Option<i32>, String, bool), EngineError> {
+    ) -> Submission {
         let input = absolute(&request.input);
         let cwd = input
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let body = serde_json::json!({
-            "input": input,
-            "output": absolute(&request.output),
-            "cwd": cwd,
-            "parameters": request.parameters,
-            "kernel": request.kernel,
-            "cell_timeout": request.cell_timeout.map(|d| d.as_secs_f64()),
-            "timeout": request.timeout.map(|d| d.as_secs_f64()),
-        });
-        let spawn_error = |error: std::io::Error| EngineError::Spawn {
-            python: self.python.interpreter.clone(),
-            reason: describe_io_error(&error),
-        };
-        let mut child = Command::new(&self.python.interpreter)
-            .arg("-c")
-            .arg(DRIVER)
-            .current_dir(&cwd)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_error)?;
-        let pid = child.id();
-        if let Some(mut stdin) = child.stdin.take() {
-            // A driver that dies at once closes the pipe; its exit status tells why.
-            let _ = stdin.write_all(body.to_string().as_bytes()).await;
-        }
-        let stdout = child.stdout.take();
-        let mut stderr_pipe = child.stderr.take();
-        let stderr_task = tokio::spawn(async move {
-            let mut buffer = Vec::new();
-            if let Some(pipe) = stderr_pipe.as_mut() {
-                let _ = pipe.read_to_end(&mut buffer).await;
-            }
-            let text = String::from_utf8_lossy(&buffer).into_owned();
-            let cut = text.len().saturating_sub(STDERR_TAIL);
-            let cut = (cut..text.len())
-                .find(|i| text.is_char_boundary(*i))
-                .unwrap_or(0);
-            text[cut..].to_owned()
-        });
-
-        let committed_shapes: Vec<CellShape> =
-            committed.cells.iter().map(CellShape::from).collect();
-        let code_cells = committed
-            .cells
-            .iter()
-            .filter(|c| c.cell_type == CellType::Code)
-            .count();
-        let mut report = DriverReport::default();
-        let mut executed_types: Vec<String> = Vec::new();
-        let mut ordinal = 0;
-        let read_events = async {
-            let Some(stdout) = stdout else { return };
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Some(json) = line.strip_prefix(EVENT_PREFIX) else {
-                    continue;
-                };
-                let Ok(event) = serde_json::from_str::<DriverEvent>(json) else {
-                    continue;
-                };
-                match event {
-                    DriverEvent::Start {
-                        kernel,
-                        python,
-                        papermill,
-                        cells,
-                    } => {
-                        let shapes: Vec<CellShape> = cells.iter().map(DriverCell::shape).collect();
-                        report.positions = align_cells(&committed_shapes, &shapes);
-                        executed_types = cells.into_iter().map(|c| c.cell_type).collect();
-                        report.versions.insert("python".into(), python.into());
-                        report.versions.insert("papermill".into(), papermill.into());
-                        progress(
-                            &request.name,
-                            &Progress::Started {
-                                kernel: kernel.clone(),
-                                code_cells,
-                            },
-                        );
-                        report.kernel = Some(kernel);
-                    }
-                    DriverEvent::Warning { message } => {
-                        progress(&request.name, &Progress::Warning(message));
-                    }
-                    DriverEvent::CellStart { .. } => {}
-                    DriverEvent::CellDone {
-                        index,
-                        outcome,
-                        seconds,
-                    } => {
-                        let position = report.positions.get(index).copied().flatten();
-                        let is_code = executed_types.get(index).is_some_and(|t| t == "code");
-                        if is_code && position.is_some() {
-                            ordinal += 1;
-                            progress(
-                                &request.name,
-                                &Progress::CellDone {
-                                    position: position.map(|p| p + 1),
-                                    total: committed.cells.len(),
-                                    ordinal,
-                                    code_cells,
-                                    seconds,
-                                    outcome,
-                                },
-                            );
-                        }
-                    }
-                    DriverEvent::End {
-                        reason,
-                        detail,
-                        running,
-                    } => report.end = Some((reason, detail, running)),
-                    DriverEvent::Missing { module, python } => {
-                        report.missing = Some((module, python));
-                    }
-                }
-            }
-        };
-
-        let hard_deadline = request.timeout.map(|t| t + DEADLINE_GRACE);
-        let mut killed = false;
-        let status = match hard_deadline {
-            Some(limit) => {
-                let run = async {
-                    read_events.await;
-                    child.wait().await
-                };
-                match tokio::time::timeout(limit, run).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        killed = true;
-                        kill_group(pid);
-                        child.wait().await
-                    }
-                }
-            }
-            None => {
-                read_events.await;
-                child.wait().await
-            }
-        };
-        let exit = status.ok().and_then(|s| s.code());
-        let stderr = stderr_task.await.unwrap_or_default();
-        Ok((report, exit, stderr, killed))
-    }
-}
-
-/// Kills the driver's process group (the driver and anything in its group).
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
+        let mut body = Map::new();
+        body.insert(
+            "input".into(),
+            Value::from(input.to_string_lossy().into_owned()),
         );
+        body.insert(
+            "output".into(),
+            Value::from(absolute(&request.output).to_string_lossy().into_owned()),
+        );
+        body.insert(
+            "cwd".into(),
+            Value::from(cwd.to_string_lossy().into_owned()),
+        );
+        body.insert(
+            "parameters".into(),
+            serde_json::to_value(&request.parameters).unwrap_or(Value::Null),
+        );
+        body.insert("kernel".into(), request.kernel.clone().into());
+        body.insert(
+            "cell_timeout".into(),
+            request.cell_timeout.map(|d| d.as_secs_f64()).into(),
+        );
+        body.insert(
+            "timeout".into(),
+            request.timeout.map(|d| d.as_secs_f64()).into(),
+        );
+        body.insert("max_output".into(), self.settings.max_output.into());
+        body.insert(
+            "autosave".into(),
+            self.settings.autosave.as_secs_f64().into(),
+        );
+        Submission {
+            body,
+            name: request.name.clone(),
+            shapes: committed.cells.iter().map(CellShape::from).collect(),
+            code_cells: committed
+                .cells
+                .iter()
+                .filter(|c| c.cell_type == CellType::Code)
+                .count(),
+            total_cells: committed.cells.len(),
+            timeout: request.timeout,
+            progress: progress.clone(),
+        }
     }
 }
 
@@ -582,8 +483,23 @@ fn last_line(text: &str) -> String {
 
 impl PapermillEngine {
     /// The executed notebook as a standalone HTML page (nbconvert's `html`
-    /// exporter), for the check run's details link.
+    /// exporter), for the check run's details link. A notebook larger than
+    /// [`EngineSettings::max_html`] is not rendered (nbconvert would hold it
+    /// several times over in memory, and no browser shows it well): a short
+    /// page says so instead.
     pub async fn render_html(&self, notebook: &Path) -> Result<Vec<u8>, String> {
+        let size = std::fs::metadata(notebook)
+            .map_err(|error| {
+                format!(
+                    "cannot read {}: {}",
+                    notebook.display(),
+                    describe_io_error(&error)
+                )
+            })?
+            .len();
+        if size > self.settings.max_html {
+            return Ok(too_large_page(size, self.settings.max_html).into_bytes());
+        }
         let output = Command::new(&self.python.interpreter)
             .args([
                 "-m",
@@ -607,5 +523,43 @@ impl PapermillEngine {
             ));
         }
         Ok(output.stdout)
+    }
+}
+
+/// The page shown instead of a rendering past the cap.
+fn too_large_page(size: u64, cap: u64) -> String {
+    let shown = crate::util::size::show_size;
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Executed notebook not rendered</title></head>\n\
+         <body><p>The executed notebook is {} ({size} bytes), more than the {} that are rendered as HTML \
+         (NBCI_MAX_HTML); its outputs are not shown here. The executed notebook itself \
+         (output.ipynb) is stored beside this page.</p></body></html>\n",
+        shown(size),
+        shown(cap),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_notebook_past_the_html_cap_gets_a_short_page() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let notebook = dir.path().join("big.ipynb");
+        std::fs::write(&notebook, vec![b' '; 2000]).expect("write");
+        let engine = PapermillEngine::with_settings(
+            Python {
+                interpreter: PathBuf::from("/nonexistent/python"),
+            },
+            EngineSettings {
+                max_html: 1000,
+                ..EngineSettings::default()
+            },
+        );
+        let page =
+            String::from_utf8(engine.render_html(&notebook).await.expect("a page")).expect("utf-8");
+        assert!(page.contains("2.0 kB (2000 bytes)"), "{page}");
+        assert!(page.contains("NBCI_MAX_HTML"), "{page}");
     }
 }

@@ -1,6 +1,11 @@
-//! The local executor: jobs run on this machine, `jobs` at a time, each as
-//! [`JobRunner::run_job_to_result`] (papermill in a subprocess) against the
-//! bucket. Its result's write is the finalize event that completes the flow.
+//! The local executor: jobs run on this machine, each as
+//! [`JobRunner::run_job_to_result`] against the bucket. Its result's write is
+//! the finalize event that completes the flow.
+//!
+//! Notebooks execute `jobs` at a time in the engine's warm drivers. Up to
+//! `jobs` more jobs may stage in (unpack their source) and queue meanwhile,
+//! and stage out (upload, render HTML) after: so a slot finds its next
+//! notebook ready, and starts its kernel early, while the current one runs.
 //!
 //! Handles are `local:{instance}:{n}`, where the instance is new for every
 //! process: after a restart, the jobs of the killed process are `Unknown`,
@@ -51,12 +56,13 @@ impl std::fmt::Debug for LocalExecutor {
 }
 
 impl LocalExecutor {
-    /// An executor that runs at most `jobs` notebooks at once.
+    /// An executor for an engine that runs `jobs` notebooks at once: twice as
+    /// many jobs are under way, half of them staging in or out.
     pub fn new(store: Arc<dyn ObjectStore>, runner: JobRunner, jobs: usize) -> Self {
         Self {
             store,
             runner,
-            permits: Arc::new(Semaphore::new(jobs.max(1))),
+            permits: Arc::new(Semaphore::new(jobs.max(1).saturating_mul(2))),
             instance: format!("{:08x}", rand_u32()),
             next: Arc::new(AtomicU64::new(1)),
             jobs: Arc::new(Mutex::new(HashMap::new())),
@@ -171,7 +177,8 @@ impl NotebookExecutor for LocalExecutor {
             && !job.state.is_ended()
         {
             if let Some(task) = job.task.take() {
-                // Dropping the engine's future kills the driver's process group.
+                // Dropping the engine's future makes its slot kill the driver,
+                // the kernel and every process the notebook started.
                 task.abort();
             }
             job.state = JobState::Cancelled {

@@ -80,6 +80,13 @@ pub fn top_level(repo: &Path) -> Result<PathBuf, GitError> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
 }
 
+/// Whether `repo` is inside a git repository (a work tree or a bare one):
+/// the question to ask first, so that a plain directory is named as such
+/// rather than as a repository without a `HEAD`.
+pub fn is_repository(repo: &Path) -> bool {
+    git(repo, &["rev-parse", "--git-dir"]).is_ok()
+}
+
 /// The full commit id `rev` names in `repo`.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
     let spec = format!("{rev}^{{commit}}");

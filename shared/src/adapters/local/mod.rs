@@ -2,7 +2,11 @@
 //!
 //! # Layout
 //! - [`store`]: the directory bucket (ObjectStore with atomic conditional writes).
-//! - [`engine`]: papermill in a Python virtual environment (the embedded driver).
+//! - [`engine`]: papermill in a Python virtual environment: runs, outcomes, limits.
+//! - `driver`: the warm driver processes (the embedded Python driver), one
+//!   per slot, taking notebook after notebook.
+//! - [`process`]: a run's processes, found by a token in their environment
+//!   and killed when the run ends.
 //! - [`runner`]: one job: stage in, execute, stage out, result last.
 //! - [`executor`]: the NotebookExecutor running jobs here, N at a time.
 //! - [`bus`]: the EventBus as an in-process queue kept in the bucket.
@@ -12,9 +16,11 @@
 //!   pointer names the version that serves.
 
 pub mod bus;
+mod driver;
 pub mod engine;
 pub mod executor;
 pub mod git;
+pub mod process;
 pub mod registry;
 pub mod reports;
 pub mod runner;

@@ -38,17 +38,27 @@ pub fn table(outcomes: &[Outcome]) -> String {
             outcome.notebook, outcome.status, outcome.duration_s, detail
         );
     }
+    text.push_str(&tally(outcomes));
+    text
+}
+
+/// "2 notebooks: 1 passed, 1 failed, 0 timed out, 0 errors", in the singular
+/// where a count is one ("1 notebook: 1 passed", "1 error").
+pub fn tally(outcomes: &[Outcome]) -> String {
     let counts = counts(outcomes);
-    let _ = write!(
-        text,
-        "{} notebooks: {} passed, {} failed, {} timed out, {} errors",
-        outcomes.len(),
+    format!(
+        "{}: {} passed, {} failed, {} timed out, {}",
+        counted(outcomes.len(), "notebook", "notebooks"),
         counts[0],
         counts[1],
         counts[2],
-        counts[3]
-    );
-    text
+        counted(counts[3], "error", "errors")
+    )
+}
+
+/// `n` and the noun in the singular or the plural.
+pub fn counted(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
 fn counts(outcomes: &[Outcome]) -> [usize; 4] {
@@ -145,7 +155,6 @@ pub fn junit_xml(suite: &str, outcomes: &[Outcome]) -> String {
 
 /// Markdown: a table of every notebook, then the traceback of each failure.
 pub fn markdown(title: &str, outcomes: &[Outcome]) -> String {
-    let counts = counts(outcomes);
     let icon = |status: Status| match status {
         Status::Succeeded => "✅",
         Status::Failed => "❌",
@@ -153,13 +162,9 @@ pub fn markdown(title: &str, outcomes: &[Outcome]) -> String {
         Status::Error => "⚠️",
     };
     let mut md = format!(
-        "## {} {title}\n\n{} notebooks: {} passed, {} failed, {} timed out, {} errors\n\n",
+        "## {} {title}\n\n{}\n\n",
         icon(overall_status(outcomes)),
-        outcomes.len(),
-        counts[0],
-        counts[1],
-        counts[2],
-        counts[3]
+        tally(outcomes)
     );
     md.push_str("| | Notebook | Status | Time | Detail |\n|---|---|---|---:|---|\n");
     for outcome in outcomes {
@@ -293,5 +298,21 @@ mod tests {
         assert!(md.contains("2 notebooks: 1 passed, 1 failed"));
         assert!(md.contains("### bad.ipynb: Failed at cell 3 of 5: ValueError"));
         assert!(md.contains("```\nTraceback\nValueError: bad\n```"));
+    }
+
+    #[test]
+    fn counts_are_singular_when_one() {
+        assert_eq!(
+            tally(&[outcome("ok.ipynb", Status::Succeeded)]),
+            "1 notebook: 1 passed, 0 failed, 0 timed out, 0 errors"
+        );
+        assert_eq!(
+            tally(&[
+                outcome("a.ipynb", Status::Error),
+                outcome("b.ipynb", Status::Succeeded)
+            ]),
+            "2 notebooks: 1 passed, 0 failed, 0 timed out, 1 error"
+        );
+        assert!(table(&[]).ends_with("0 notebooks: 0 passed, 0 failed, 0 timed out, 0 errors"));
     }
 }
