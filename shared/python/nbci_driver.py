@@ -164,14 +164,29 @@ def output_size(msg):
     return 0
 
 
+class NotebookWriteError(Exception):
+    """The executed notebook could not be written (a full disk, a file-size
+    limit, a vanished directory): the run's end reason is then
+    `output_unwritable`, which nbci reports as a failure to write that file,
+    not as the notebook's verdict."""
+
+
 def write_notebook(nb, path):
     """Writes the notebook as papermill does (nbformat's JSON), atomically: a
-    reader sees the previous version or this one, never half of one."""
+    reader sees the previous version or this one, never half of one, and a
+    failed write leaves no partial file behind."""
     text = nbformat.writes(nb)
     temporary = f"{path}.nbci-partial"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise NotebookWriteError(error.strerror or str(error)) from error
 
 
 def define_classes():
@@ -402,7 +417,7 @@ def ipc_config(private_dir):
 
 class EndReason(str, enum.Enum):
     """Why a run stopped; the Rust side reads these names into its own
-    `EndReason` enum (engine.rs), so both sides list the same seven."""
+    `EndReason` enum (engine.rs), so both sides list the same eight."""
 
     COMPLETED = "completed"
     CELL_TIMEOUT = "cell_timeout"
@@ -410,6 +425,7 @@ class EndReason(str, enum.Enum):
     DEAD_KERNEL = "dead_kernel"
     OUTPUT_LIMIT = "output_limit"
     TERMINATED = "terminated"
+    OUTPUT_UNWRITABLE = "output_unwritable"
     ENGINE_ERROR = "engine_error"
 
 
@@ -572,6 +588,9 @@ def classify(error, client, driver, request):
         return EndReason.TERMINATED, "nbci was stopped (SIGTERM) while the notebook ran"
     if client is not None and client.nbci_output_limited:
         return EndReason.OUTPUT_LIMIT, output_limit_message(request.get("max_output"))
+    if isinstance(error, NotebookWriteError) or isinstance(error.__context__, NotebookWriteError):
+        cause = error if isinstance(error, NotebookWriteError) else error.__context__
+        return EndReason.OUTPUT_UNWRITABLE, str(cause)
     if isinstance(error, NotebookDeadline):
         return EndReason.NOTEBOOK_TIMEOUT, f"the notebook ran longer than {request.get('timeout'):g} s"
     if "CellTimeoutError" in globals() and isinstance(error, CellTimeoutError):

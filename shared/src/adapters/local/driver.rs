@@ -119,6 +119,9 @@ pub(super) enum EndReason {
     OutputLimit,
     /// nbci was stopped (SIGTERM) while the notebook ran.
     Terminated,
+    /// The executed notebook could not be written (a full disk): the detail
+    /// says why; nothing of it is left.
+    OutputUnwritable,
     /// papermill or nbclient failed on its own.
     #[serde(other)]
     EngineError,

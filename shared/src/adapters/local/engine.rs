@@ -303,6 +303,16 @@ impl PapermillEngine {
             )));
         }
 
+        // A notebook that could not be written is this run's failure to
+        // write it, not a verdict; a file left at its name is not this run's
+        // output (a previous run's, or the copy made before), so it goes.
+        if let Some((EndReason::OutputUnwritable, detail, _)) = &report.end {
+            let _ = std::fs::remove_file(&request.output);
+            return Err(EngineError::Write {
+                path: request.output.clone(),
+                reason: detail.clone().unwrap_or_else(|| "the write failed".into()),
+            });
+        }
         // The executed notebook is always there afterwards, whatever happened.
         if !request.output.is_file() {
             std::fs::copy(&request.input, &request.output).map_err(|error| EngineError::Write {
@@ -358,7 +368,9 @@ impl PapermillEngine {
                         Some(running_cell("Terminated", detail_text.clone(), *running)),
                         Some(detail_text),
                     ),
-                    EndReason::EngineError => (Status::Error, None, Some(detail_text)),
+                    EndReason::EngineError | EndReason::OutputUnwritable => {
+                        (Status::Error, None, Some(detail_text))
+                    }
                 }
             }
             None if killed => (
