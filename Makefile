@@ -74,12 +74,18 @@ $(BENCH_STAMP): $(BENCH_REQUIREMENTS) $(REQUIREMENTS)
 	cd tests/bench && ../../$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@cat $(BENCH_REQUIREMENTS) $(REQUIREMENTS) > $(BENCH_STAMP)
 
+## Every benchmark leaves its figures in target/bench (NBCI_BENCH_OUT); the
+## report bench turns them into BENCHMARKS.md and docs/bench/*.png. Figures
+## are printed and recorded, never asserted.
+BENCH_OUT := target/bench
 bench: setup bench-venv
-	$(CARGO) build --release --bin nbci
-	bash tests/bench/run.sh target/release/nbci
+	rm -rf $(BENCH_OUT)
+	$(CARGO) build --release --bin nbci --bin github-webhook --bin gcs-events
+	$(BENCH_VENV)/bin/python tests/bench/engine_bench.py --nbci target/release/nbci
 	$(BENCH_VENV)/bin/python tests/bench/nbmake_bench.py --nbci target/release/nbci
-	$(CARGO) build --release --bin github-webhook
+	$(BENCH_VENV)/bin/python tests/bench/pipeline_bench.py --nbci target/release/nbci
 	$(CARGO) bench -p nbci-tests --bench webhook
+	$(CARGO) bench -p nbci-tests --bench report
 
 conformance: setup build
 	$(VENV_PY) tests/conformance/compare.py --nbci $(NBCI)

@@ -1,105 +1,142 @@
 """Engine benchmarks for `make bench` (figures only; tests never assert speed).
 
-1. Overhead: `nbci run` against bare `papermill` on the same trivial notebook,
-   alternating the two so that machine noise hits both alike; median of N runs.
-2. Parallelism: `nbci check --jobs 2` on a commit adding 8 notebooks that each
-   sleep 1 s, against the same check run one after another (`--jobs 1`).
+1. One notebook: `nbci run` against bare `papermill` and against
+   `jupyter nbconvert --execute`, on a trivial notebook (tests/notebooks/
+   pass.ipynb) and on a real one (tests/bench/notebooks: scikit-learn on the
+   digits set), all three in the benchmark venv (same interpreter, packages
+   and kernel), rounds alternating; medians of wall and CPU time.
+2. Speed-up against jobs: `nbci check --jobs N` for N = 1..4 on a commit of 8
+   notebooks that each sleep 1 s (what scheduling alone gains; the real
+   notebooks, CPU-bound, are in nbmake_bench.py).
+
+Figures go to stdout and to $NBCI_BENCH_OUT/engine.json (figures.py).
+
+    .bench-venv/bin/python tests/bench/engine_bench.py --nbci target/release/nbci
 """
 
 import argparse
 import os
-import resource
 import shutil
-import statistics
-import subprocess
+import sys
 import tempfile
-import time
+
+import figures
+from figures import alternate, median, ratio, seconds, timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(HERE, "..", "notebooks")
+TRIVIAL = os.path.join(HERE, "..", "notebooks", "pass.ipynb")
+REAL = os.path.join(HERE, "notebooks", "10_sklearn_digits_svm.ipynb")
+SLOW = os.path.join(HERE, "..", "notebooks", "slow_1s.ipynb")
 
 
-def children_cpu():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def one_notebook(nbci, source, rounds, env):
+    """{tool: (walls, cpus)} for one notebook run by the three tools."""
+    work = tempfile.mkdtemp(prefix="nbci-bench-run-")
+    name = os.path.basename(source)
+    shutil.copy(source, work)
+    bindir = os.path.dirname(sys.executable)
+    papermill = [os.path.join(bindir, "papermill"), "--no-progress-bar", name, "pm.out.ipynb"]
+    nbconvert = [os.path.join(bindir, "jupyter"), "nbconvert", "--to", "notebook", "--execute",
+                 name, "--output", "nbconvert.out.ipynb", "--log-level", "WARN"]
+    ours = [nbci, "run", name, "--output", "nbci.out.ipynb", "--result", "nbci.result.json"]
 
+    def thunk(cmd):
+        return lambda: timed(cmd, work, env)[:2]
 
-def timed(cmd, cwd, ok_codes=(0,), cpu=None):
-    """Wall seconds of `cmd`; appends its CPU seconds (it and every process it
-    waited for: driver, kernel) to `cpu` when given."""
-    cpu_before = children_cpu()
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - started
-    if cpu is not None:
-        cpu.append(children_cpu() - cpu_before)
-    if done.returncode not in ok_codes:
-        raise SystemExit(f"{cmd} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
-    return elapsed
-
-
-def overhead(nbci, papermill, runs):
-    work = tempfile.mkdtemp(prefix="nbci-bench-")
-    shutil.copy(os.path.join(FIXTURES, "pass.ipynb"), work)
-    nbci_times, papermill_times, nbci_cpu, papermill_cpu = [], [], [], []
-    # One warm-up each: first runs pay for cold file caches.
-    timed([nbci, "run", "pass.ipynb"], work)
-    timed([papermill, "--no-progress-bar", "pass.ipynb", "pm.out.ipynb"], work)
-    for _ in range(runs):
-        nbci_times.append(timed([nbci, "run", "pass.ipynb"], work, cpu=nbci_cpu))
-        papermill_times.append(
-            timed([papermill, "--no-progress-bar", "pass.ipynb", "pm.out.ipynb"], work,
-                  cpu=papermill_cpu)
-        )
+    samples = alternate([("nbci run", thunk(ours)), ("papermill", thunk(papermill)),
+                         ("nbconvert --execute", thunk(nbconvert))], rounds)
     shutil.rmtree(work, ignore_errors=True)
-    n, p = statistics.median(nbci_times), statistics.median(papermill_times)
-    print(f"overhead: trivial notebook, {runs} alternating runs each")
-    print(f"  papermill   median {p:.3f} s  (min {min(papermill_times):.3f}, max {max(papermill_times):.3f})")
-    print(f"  nbci run    median {n:.3f} s  (min {min(nbci_times):.3f}, max {max(nbci_times):.3f})")
-    print(f"  ratio nbci/papermill = {n / p:.3f}  (overhead {100 * (n / p - 1):+.1f}%; aim <= +10%)")
-    nc, pc = statistics.median(nbci_cpu), statistics.median(papermill_cpu)
-    print(f"  CPU seconds (all processes), median: papermill {pc:.3f}, nbci {nc:.3f}, ratio {nc / pc:.3f}")
+    return samples
 
 
-def git(repo, *args):
-    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x.invalid",
-               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x.invalid")
-    subprocess.run(["git", *args], cwd=repo, check=True, env=env, stdout=subprocess.DEVNULL)
-
-
-def parallel(nbci, notebooks, rounds):
+def speedup(nbci, notebooks, max_jobs, rounds, env):
     repo = tempfile.mkdtemp(prefix="nbci-bench-repo-")
-    git(repo, "init", "--quiet")
+    figures.git(repo, "init", "--quiet")
     for i in range(notebooks):
-        shutil.copy(os.path.join(FIXTURES, "slow_1s.ipynb"), os.path.join(repo, f"slow_{i}.ipynb"))
-    git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "-m", "slow notebooks")
-    sequential, two = [], []
-    for _ in range(rounds):
-        sequential.append(timed([nbci, "check", "--jobs", "1"], repo))
-        two.append(timed([nbci, "check", "--jobs", "2"], repo))
+        shutil.copy(SLOW, os.path.join(repo, f"slow_{i}.ipynb"))
+    figures.git(repo, "add", "-A")
+    figures.git(repo, "commit", "--quiet", "-m", "slow notebooks")
+    jobs = list(range(1, max_jobs + 1))
+    tools = [(n, (lambda n=n: timed([nbci, "check", "--jobs", str(n), "--out-dir", "out"], repo, env)[:2]))
+             for n in jobs]
+    samples = alternate(tools, rounds)
     shutil.rmtree(repo, ignore_errors=True)
-    s, t = statistics.median(sequential), statistics.median(two)
-    print(f"parallel: nbci check on {notebooks} notebooks sleeping 1 s each, {rounds} rounds")
-    print(f"  --jobs 1    median {s:.2f} s")
-    print(f"  --jobs 2    median {t:.2f} s")
-    print(f"  speed-up = {s / t:.2f}x  (aim >= 1.7x on 2 cores)")
+    return jobs, {n: median(samples[n][0]) for n in jobs}
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--nbci", required=True)
-    parser.add_argument("--papermill", required=True)
-    parser.add_argument("--runs", type=int, default=11)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per notebook")
+    parser.add_argument("--speedup-rounds", type=int, default=3)
     parser.add_argument("--notebooks", type=int, default=8)
+    parser.add_argument("--max-jobs", type=int, default=4)
     args = parser.parse_args()
     nbci = os.path.abspath(args.nbci)
-    args.papermill = os.path.abspath(args.papermill)
-    print(f"nbci: {nbci}\ncores: {os.cpu_count()}\n")
-    overhead(nbci, args.papermill, args.runs)
-    print()
-    parallel(nbci, args.notebooks, args.rounds)
+    env = dict(os.environ, NBCI_PYTHON=sys.executable)
+    print(f"nbci: {nbci}\npython: {sys.executable}\ncores: {os.cpu_count()}, {figures.load_note()}\n")
+
+    rows_wall, rows_cpu = [], []
+    for label, source in (("trivial (pass.ipynb, 2 cells)", TRIVIAL),
+                          ("real (scikit-learn SVM on digits, 7 cells)", REAL)):
+        samples = one_notebook(nbci, source, args.rounds, env)
+        wall = {tool: median(walls) for tool, (walls, _) in samples.items()}
+        cpu = {tool: median(cpus) for tool, (_, cpus) in samples.items()}
+        print(f"{label}, {args.rounds} alternating rounds, medians:")
+        for tool in samples:
+            print(f"  {tool:<22} wall {seconds(wall[tool]):>8}   CPU {seconds(cpu[tool]):>8}")
+        print(f"  nbci/papermill {ratio(wall['nbci run'], wall['papermill'])}, "
+              f"nbci/nbconvert {ratio(wall['nbci run'], wall['nbconvert --execute'])}\n")
+        rows_wall.append([label, seconds(wall["nbci run"]), seconds(wall["papermill"]),
+                          seconds(wall["nbconvert --execute"]),
+                          ratio(wall["nbci run"], wall["papermill"]),
+                          ratio(wall["nbci run"], wall["nbconvert --execute"])])
+        rows_cpu.append([label, seconds(cpu["nbci run"]), seconds(cpu["papermill"]),
+                         seconds(cpu["nbconvert --execute"]),
+                         ratio(cpu["nbci run"], cpu["papermill"]),
+                         ratio(cpu["nbci run"], cpu["nbconvert --execute"])])
+
+    jobs, walls = speedup(nbci, args.notebooks, args.max_jobs, args.speedup_rounds, env)
+    base = walls[1]
+    print(f"nbci check on {args.notebooks} notebooks sleeping 1 s each, {args.speedup_rounds} rounds, medians:")
+    for n in jobs:
+        print(f"  --jobs {n}   {walls[n]:.2f} s   speed-up {base / walls[n]:.2f}x")
+
+    header = ["notebook", "nbci run", "papermill", "nbconvert --execute", "nbci / papermill",
+              "nbci / nbconvert"]
+    figures.write({
+        "id": "engine",
+        "title": "One notebook: nbci run against papermill and jupyter nbconvert --execute",
+        "method": (
+            f"Each tool executes the same notebook in the same benchmark venv (one interpreter, "
+            f"the same packages, the same `python3` kernel), {args.rounds} rounds after one "
+            "unmeasured warm-up each, the order of the tools reversed every other round; the "
+            "figures are medians. Wall time is the command's, from spawn to exit; CPU time is "
+            "that of the command and every process it waited for (driver, kernel). A ratio "
+            "below 1 means nbci is faster. `nbci run` writes the executed notebook and its "
+            "result object, as papermill and nbconvert write theirs.\n\n"
+            f"Speed-up against jobs: `nbci check --jobs N` on a commit of {args.notebooks} "
+            "notebooks that each sleep 1 s, the check with `--jobs 1` as the baseline "
+            f"({args.speedup_rounds} alternating rounds, medians): what running notebooks side "
+            "by side gains when they do not compete for the CPU. The real, CPU-bound notebooks "
+            "are in the next section."
+        ),
+        "tables": [
+            {"caption": "wall time (median)", "header": header, "rows": rows_wall},
+            {"caption": "CPU time, all processes (median)", "header": header, "rows": rows_cpu},
+            {"caption": f"nbci check on {args.notebooks} notebooks sleeping 1 s",
+             "header": ["--jobs", "wall (median)", "speed-up against --jobs 1"],
+             "rows": [[str(n), seconds(walls[n]), f"{base / walls[n]:.2f}x"] for n in jobs]},
+        ],
+        "series": {
+            "speed-up against jobs": {
+                "x_label": "--jobs", "y_label": "speed-up against --jobs 1", "x": jobs,
+                "lines": {f"nbci check, {args.notebooks} notebooks sleeping 1 s":
+                          [base / walls[n] for n in jobs],
+                          "ideal": [float(n) for n in jobs]},
+            },
+        },
+    })
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
+import figures
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 NOTEBOOKS = os.path.join(HERE, "notebooks")
 ANSI = re.compile(r"(?:\x1b|#x1B)\[[0-9;]*m")
@@ -33,27 +34,12 @@ ANSI = re.compile(r"(?:\x1b|#x1B)\[[0-9;]*m")
 ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): ?", re.M)
 
 
-def children_cpu():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(cmd, cwd, env=None):
-    """Runs `cmd`; returns wall seconds, CPU seconds of it and everything it
-    waited for, and its exit code."""
-    cpu_before = children_cpu()
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - started
-    if done.returncode not in (0, 1):
-        sys.exit(f"{cmd} exited {done.returncode}: {done.stderr.decode(errors='replace')[-2000:]}")
-    return wall, children_cpu() - cpu_before
+    """Wall and CPU seconds of `cmd`, which may fail notebooks (exit 1)."""
+    return figures.timed(cmd, cwd, env, ok_codes=(0, 1))[:2]
 
 
-def git(repo, *args):
-    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x.invalid",
-               GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x.invalid")
-    subprocess.run(["git", *args], cwd=repo, check=True, env=env, stdout=subprocess.DEVNULL)
+git = figures.git
 
 
 def cell_sources(path):
@@ -104,6 +90,8 @@ def main():
     parser.add_argument("--nbci", required=True)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--sequential-rounds", type=int, default=2,
+                        help="rounds of nbci check --jobs 1, the sequential baseline")
     args = parser.parse_args()
     nbci = os.path.abspath(args.nbci)
     python = sys.executable
@@ -144,6 +132,11 @@ def main():
             cpus[tool].append(cpu)
         print(f"  round {round_ + 1}: nbci {walls['nbci'][-1]:.2f} s, nbmake {walls['nbmake'][-1]:.2f} s"
               f"  (load {os.getloadavg()[0]:.2f})")
+    sequential = [timed([nbci, "check", "--jobs", "1", "--out-dir", out + "-seq"], repo, env)
+                  for _ in range(args.sequential_rounds)]
+    seq_wall = statistics.median(w for w, _ in sequential)
+    seq_cpu = statistics.median(c for _, c in sequential)
+    print(f"  sequential: nbci check --jobs 1 median {seq_wall:.2f} s ({args.sequential_rounds} rounds)")
     n, m = statistics.median(walls["nbci"]), statistics.median(walls["nbmake"])
     print(f"  nbci check --jobs {args.jobs}       median {n:.2f} s  (min {min(walls['nbci']):.2f}, max {max(walls['nbci']):.2f})"
           f"  CPU {statistics.median(cpus['nbci']):.1f} s")
@@ -154,15 +147,55 @@ def main():
     ours, theirs = nbci_verdicts(out, names), nbmake_verdicts(junit, names)
     width = max(len(n) for n in names)
     print(f"\n  {'NOTEBOOK':<{width}}  {'NBCI (status, cell, error)':<38}  {'NBMAKE':<38}  SAME")
+    show = lambda v: f"{v[0]}" + ("" if v[0] == "pass" else f", cell {v[1]}, {v[2]}")
     same = 0
+    agreed = {}
     for name in names:
         a, b = ours[name], theirs[name]
         agree = a[0] == ("pass" if b[0] == "pass" else "failed") and a[2] == b[2] and (b[1] is None or a[1] == b[1])
         same += agree
-        show = lambda v: f"{v[0]}" + ("" if v[0] == "pass" else f", cell {v[1]}, {v[2]}")
+        agreed[name] = agree
         print(f"  {name:<{width}}  {show(a):<38}  {show(b):<38}  {'yes' if agree else 'NO'}")
     print(f"  verdicts identical on {same} of {len(names)}")
+    nbci_cpu, nbmake_cpu = statistics.median(cpus["nbci"]), statistics.median(cpus["nbmake"])
+    figures.write({
+        "id": "check",
+        "title": f"A repository's notebooks: nbci check --jobs {args.jobs} against pytest --nbmake -n {args.jobs}",
+        "method": (
+            f"The {len(names)} notebooks of `tests/bench/notebooks` (numpy, pandas, matplotlib and "
+            "scikit-learn on bundled or generated data, no downloads; two fail on purpose) run "
+            f"{args.jobs} at a time by `nbci check --jobs {args.jobs}` on a commit holding them and by "
+            f"`pytest --nbmake -n {args.jobs}` (nbmake {nbmake_version()} on pytest-xdist) in a "
+            "copy, both in the benchmark venv (same interpreter, packages and kernel), "
+            f"{args.rounds} rounds after one unmeasured warm-up each, the order reversed every "
+            "other round; medians. The sequential baseline is `nbci check --jobs 1` "
+            f"({args.sequential_rounds} rounds). CPU time is that of every process each tool "
+            "waited for. The verdicts are compared notebook by notebook: status, the failing "
+            "cell (0-based index in the notebook as committed; nbmake's is found by matching the "
+            "cell source its report shows) and the error's name."
+        ),
+        "tables": [
+            {"caption": "wall and CPU time (medians)",
+             "header": ["run", "wall", "CPU", "wall against nbmake"],
+             "rows": [
+                 [f"nbci check --jobs {args.jobs}", f"{n:.2f} s", f"{nbci_cpu:.1f} s", f"{n / m:.2f}x"],
+                 [f"pytest --nbmake -n {args.jobs}", f"{m:.2f} s", f"{nbmake_cpu:.1f} s", "1.00x"],
+                 ["nbci check --jobs 1 (sequential)", f"{seq_wall:.2f} s", f"{seq_cpu:.1f} s",
+                  f"{seq_wall / m:.2f}x"],
+                 [f"speed-up of --jobs {args.jobs} over --jobs 1", f"{seq_wall / n:.2f}x", "", ""],
+             ]},
+            {"caption": f"verdicts side by side (identical on {same} of {len(names)})",
+             "header": ["notebook", "nbci", "nbmake", "same"],
+             "rows": [[name, show(ours[name]), show(theirs[name]),
+                       "yes" if agreed[name] else "NO"] for name in names]},
+        ],
+    })
     shutil.rmtree(work, ignore_errors=True)
+
+
+def nbmake_version():
+    from importlib.metadata import version
+    return version("nbmake")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::job::{Job, JobHandle};
+use super::lease::{Lease, Leased, Retry};
 use super::outcome::{Outcome, Status};
 use super::repo::{CheckRunId, CommitRef};
 
@@ -62,23 +63,6 @@ pub struct Superseded {
     pub check_run: Option<CheckRunId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handle: Option<JobHandle>,
-}
-
-/// Who may perform the next step, until when (seconds since the epoch).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Lease {
-    pub holder: String,
-    pub until: f64,
-}
-
-/// Failures of the current step in a row, and when to try it again.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Retry {
-    pub failures: u32,
-    /// Seconds since the epoch before which the step is not tried again.
-    pub not_before: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
 }
 
 /// `check.json`.
@@ -155,6 +139,18 @@ pub const MAX_RESUBMISSIONS: u32 = 2;
 /// The longest traceback and message kept in the state: GitHub shows at most
 /// 65535 characters of a check's text anyway.
 const MAX_KEPT_TEXT: usize = 64 * 1024;
+
+impl Leased for CheckState {
+    fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+    fn lease_mut(&mut self) -> &mut Option<Lease> {
+        &mut self.lease
+    }
+    fn retry_mut(&mut self) -> &mut Retry {
+        &mut self.retry
+    }
+}
 
 impl CheckState {
     /// A new check, attempt 1. `job` is what runs, or the outcome that says
@@ -249,30 +245,6 @@ impl CheckState {
         }
     }
 
-    /// Whether someone other than `holder` holds a lease that has not expired.
-    pub fn leased_by_other(&self, holder: &str, now: f64) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|lease| lease.holder != holder && lease.until > now)
-    }
-
-    /// The state with `holder`'s lease until `now + ttl`.
-    pub fn leased(&self, holder: &str, now: f64, ttl: Duration) -> Self {
-        let mut next = self.clone();
-        next.lease = Some(Lease {
-            holder: holder.to_owned(),
-            until: now + ttl.as_secs_f64(),
-        });
-        next
-    }
-
-    /// The state with no lease.
-    pub fn released(&self) -> Self {
-        let mut next = self.clone();
-        next.lease = None;
-        next
-    }
-
     fn succeeded(&self) -> Self {
         let mut next = self.clone();
         next.retry = Retry::default();
@@ -365,17 +337,6 @@ impl CheckState {
         let mut next = self.succeeded();
         next.phase = Phase::Abandoned;
         next.abandoned = Some(reason.to_owned());
-        next.lease = None;
-        next
-    }
-
-    /// The current step failed and may succeed later: wait as `backoff` says
-    /// (or longer, if the server asked for longer).
-    pub fn failed_transiently(&self, error: &str, now: f64, wait: Duration) -> Self {
-        let mut next = self.clone();
-        next.retry.failures = next.retry.failures.saturating_add(1);
-        next.retry.not_before = now + wait.as_secs_f64();
-        next.retry.last_error = Some(error.chars().take(500).collect());
         next.lease = None;
         next
     }

@@ -13,6 +13,7 @@
 //! - [`check`]: the state machine of one notebook's check on one commit
 //!   (`check.json`), with leases and persisted retries.
 //! - [`layout`]: the bucket's keys; the only place that spells them.
+//! - [`lease`]: leases and persisted retries of the state objects above.
 //! - [`deploy`]: what a deployment asks for and how it ends (the Deployer port's words).
 //! - [`pipeline`]: continuous delivery: the `nbci.yaml` spec, the state machine
 //!   of a pipeline run (`state.json`), the metric gate, one run per pipeline.
@@ -21,6 +22,7 @@ pub mod check;
 pub mod deploy;
 pub mod job;
 pub mod layout;
+pub mod lease;
 pub mod notebook;
 pub mod outcome;
 pub mod params;

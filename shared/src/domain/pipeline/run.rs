@@ -43,7 +43,8 @@ use serde_json::Value;
 
 use super::gate::GateDecision;
 use super::spec::Pipeline;
-use crate::domain::check::{Lease, MAX_RESUBMISSIONS, Retry};
+use crate::domain::check::MAX_RESUBMISSIONS;
+use crate::domain::lease::{Lease, Leased, Retry};
 use crate::domain::deploy::{DeployOperation, DeployRequest, DeployStatus};
 use crate::domain::job::{Job, JobHandle, JobOrigin, Machine};
 use crate::domain::layout;
@@ -398,6 +399,18 @@ pub struct PipelineRun {
     pub lease: Option<Lease>,
 }
 
+impl Leased for PipelineRun {
+    fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+    fn lease_mut(&mut self) -> &mut Option<Lease> {
+        &mut self.lease
+    }
+    fn retry_mut(&mut self) -> &mut Retry {
+        &mut self.retry
+    }
+}
+
 impl PipelineRun {
     /// A new run of `spec` for `trigger`. `source` is the key of the commit's
     /// tarball; `artifacts_dir` the URI of the run's folder
@@ -624,40 +637,6 @@ impl PipelineRun {
             .and_then(|spec| spec.timeout())
             .or(default_timeout)?;
         Some(self.steps.get(step)?.submitted_at? + timeout.as_secs_f64() + grace.as_secs_f64())
-    }
-
-    /// Whether someone other than `holder` holds a lease that has not expired.
-    pub fn leased_by_other(&self, holder: &str, now: f64) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|lease| lease.holder != holder && lease.until > now)
-    }
-
-    /// The state with `holder`'s lease until `now + ttl`.
-    pub fn leased(&self, holder: &str, now: f64, ttl: Duration) -> Self {
-        let mut next = self.clone();
-        next.lease = Some(Lease {
-            holder: holder.to_owned(),
-            until: now + ttl.as_secs_f64(),
-        });
-        next
-    }
-
-    /// The state with no lease.
-    pub fn released(&self) -> Self {
-        let mut next = self.clone();
-        next.lease = None;
-        next
-    }
-
-    /// The current action failed and may succeed later: wait `wait`.
-    pub fn failed_transiently(&self, error: &str, now: f64, wait: Duration) -> Self {
-        let mut next = self.clone();
-        next.retry.failures = next.retry.failures.saturating_add(1);
-        next.retry.not_before = now + wait.as_secs_f64();
-        next.retry.last_error = Some(error.chars().take(500).collect());
-        next.lease = None;
-        next
     }
 
     /// A copy with the backoff cleared: the action it was for succeeded.
