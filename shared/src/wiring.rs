@@ -98,6 +98,7 @@ fn pipeline_settings(
         artifacts_root: root.to_owned(),
         default_timeout: Some(config.job_timeout),
         lost_job_grace: config.lost_job_grace,
+        lease_ttl: config.lease_ttl,
         backoff,
         worker,
         ..PipelineSettings::default()
@@ -333,6 +334,7 @@ impl Services {
                     .map_or_else(|| "local".to_owned(), |cloud| cloud.runner_image.clone()),
                 default_timeout: Some(config.job_timeout),
                 lost_job_grace: config.lost_job_grace,
+                lease_ttl: config.lease_ttl,
                 backoff,
                 worker: ci_worker.clone(),
                 scratch_dir: Some(scratch),

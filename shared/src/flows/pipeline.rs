@@ -295,6 +295,28 @@ impl Pipelines {
                 },
             )
             .map_err(|error| PipelineError::Refused(error.to_string()))?;
+            // A run's id is the time it was asked for: a push redelivered a
+            // second later (the bus delivers at least once; a process killed
+            // before acknowledging gets it again) would ask for another run
+            // of the same push, which would deploy again. The first delivery
+            // records its trigger; every later one reuses it.
+            let key = layout::pipeline_push_key(&pipeline.name, &trigger.delivery);
+            let run_trigger = match put_json(
+                self.store.as_ref(),
+                &key,
+                &run_trigger,
+                Precondition::DoesNotExist,
+            )
+            .await
+            {
+                Ok(_) => run_trigger,
+                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {
+                    get_json::<RunTrigger>(self.store.as_ref(), &key)
+                        .await?
+                        .map_or(run_trigger, |(recorded, _)| recorded)
+                }
+                Err(error) => return Err(error.into()),
+            };
             let outcome = self.start(pipeline, run_trigger, &source).await?;
             started.push((pipeline.name.clone(), outcome));
         }
@@ -398,7 +420,20 @@ impl Pipelines {
         )
         .await
         {
-            Ok(_) | Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {}
+            Ok(_) => {}
+            Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {
+                // The same trigger again. A run that is over stays over: the
+                // lock no longer names it, and admitting it again would run
+                // it again, or queue it in place of a newer trigger.
+                if let Some((existing, _)) =
+                    get_json::<PipelineRun>(self.store.as_ref(), &run.state_key()).await?
+                    && existing.is_finished()
+                {
+                    return Ok(Started::Skipped {
+                        reason: "its run is over",
+                    });
+                }
+            }
             Err(error) => return Err(error.into()),
         }
         let lock_key = layout::pipeline_lock_key(&pipeline.name);
