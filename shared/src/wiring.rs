@@ -422,7 +422,7 @@ impl Services {
         if let Err(error) = self.ci.sweep(owns_bucket).await {
             tracing::error!(%error, "cannot sweep the active checks");
         }
-        if let Err(error) = self.pipelines.sweep().await {
+        if let Err(error) = self.pipelines.sweep_with(owns_bucket).await {
             tracing::error!(%error, "cannot sweep the active pipeline runs");
         }
         if self.config.service != crate::config::Service::Serve {
