@@ -32,6 +32,9 @@ pub struct FakeRun {
     /// Updates that closed it (completed, cancelled, a note): GitHub shows
     /// the last, so a run closed twice may show a verdict that is not its own.
     pub completions: usize,
+    /// What each of those closings said (`conclusion: title`): a closing
+    /// repeated after a crash must say the same.
+    pub closings: Vec<String>,
 }
 
 /// What a faulty call does.
@@ -147,6 +150,7 @@ impl CheckRuns for FakeCheckRuns {
                 details_url: None,
                 updates: 0,
                 completions: 0,
+                closings: Vec::new(),
             },
         );
         match fault {
@@ -210,6 +214,14 @@ impl CheckRuns for FakeCheckRuns {
                 run.conclusion = Some("neutral".into());
                 run.title = Some(title.clone());
             }
+        }
+        if run.status == "completed" {
+            let closing = format!(
+                "{}: {}",
+                run.conclusion.as_deref().unwrap_or(""),
+                run.title.as_deref().unwrap_or("")
+            );
+            run.closings.push(closing);
         }
         match fault {
             Some(CallFault::LoseAnswer) => {

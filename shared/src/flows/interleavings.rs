@@ -30,6 +30,7 @@ use super::inbox::Inbox;
 use super::pipeline::{Deployers, PipelineSettings, Pipelines};
 use crate::domain::check::{CheckState, Phase};
 use crate::domain::job::Job;
+use crate::domain::job::{JobHandle, JobState};
 use crate::domain::layout;
 use crate::domain::outcome::{Outcome, Status};
 use crate::domain::pipeline::spec::DeployTarget;
@@ -37,6 +38,7 @@ use crate::domain::pipeline::{DeployedHistory, PipelineLock, PipelineRun, RunPha
 use crate::domain::repo::{CommitSha, InstallationId, RepoRef};
 use crate::domain::trigger::Trigger;
 use crate::ports::bus::{HandlerError, Message, MessageHandler};
+use crate::ports::executor::{ExecutorError, NotebookExecutor};
 use crate::ports::store::{ObjectStore, Precondition, get_json};
 use crate::testing::{
     FakeCheckRuns, FakeDeployer, FakeExecutor, FakeSources, FaultyStore, MemoryStore, StoreFaults,
@@ -48,6 +50,8 @@ const SHA: &str = "c0ffee0000000000000000000000000000000001";
 const NOTEBOOKS: [(&str, bool); 3] = [("a.ipynb", true), ("b.ipynb", false), ("c.ipynb", true)];
 /// How long a case may take to settle before it counts as stuck.
 const SETTLE: Duration = Duration::from_secs(10);
+/// How long a delivery or a sweep may take before it counts as unanswered.
+const ANSWER: Duration = Duration::from_millis(500);
 /// Leases outlast [`SETTLE`]: a case settles only if nothing waits for a
 /// lease of a dead process (or a failed step) to expire.
 const LEASE: Duration = Duration::from_secs(300);
@@ -98,6 +102,46 @@ fn result_of(job: &Job) -> Outcome {
     )
 }
 
+/// The executor as the cloud adapters behave: a folder that has a live job
+/// gets that job's handle back instead of a second job (Vertex AI and AI
+/// Platform find it by its folder label before creating one). A process that
+/// dies between submitting and recording the handle submits again after its
+/// restart; this is what keeps that to one job.
+#[derive(Debug)]
+struct OncePerFolder(Arc<FakeExecutor>);
+
+#[async_trait::async_trait]
+impl NotebookExecutor for OncePerFolder {
+    async fn submit(&self, job: &Job) -> Result<JobHandle, ExecutorError> {
+        let existing = self
+            .0
+            .submitted
+            .lock()
+            .expect("lock")
+            .iter()
+            .position(|submitted| submitted.prefix == job.prefix)
+            .map(|index| JobHandle(format!("fake:{}", index + 1)));
+        if let Some(handle) = existing {
+            let live = !matches!(
+                self.0.status(&handle).await?,
+                JobState::Failed { .. } | JobState::Cancelled { .. }
+            );
+            if live {
+                return Ok(handle);
+            }
+        }
+        self.0.submit(job).await
+    }
+
+    async fn status(&self, handle: &JobHandle) -> Result<JobState, ExecutorError> {
+        self.0.status(handle).await
+    }
+
+    async fn cancel(&self, handle: &JobHandle) -> Result<(), ExecutorError> {
+        self.0.cancel(handle).await
+    }
+}
+
 /// The outside world, shared by every worker.
 struct World {
     store: Arc<MemoryStore>,
@@ -146,9 +190,10 @@ impl World {
             faults: faults.clone(),
         });
         let backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(40));
+        let executor = Arc::new(OncePerFolder(self.executor.clone()));
         let ci = Ci::new(
             store.clone(),
-            self.executor.clone(),
+            executor.clone(),
             self.checks.clone(),
             self.sources.clone(),
             CiSettings {
@@ -161,7 +206,7 @@ impl World {
         );
         let pipelines = Pipelines::new(
             store,
-            self.executor.clone(),
+            executor,
             Deployers::default().with(DeployTarget::Local, self.deployer.clone()),
             PipelineSettings {
                 artifacts_root: "mem://bucket".into(),
@@ -292,8 +337,7 @@ impl<'w> Player<'w> {
             self.pending.push(Event::Deliver(message));
             return;
         }
-        let answered =
-            tokio::time::timeout(Duration::from_millis(500), worker.inbox.handle(&message)).await;
+        let answered = tokio::time::timeout(ANSWER, worker.inbox.handle(&message)).await;
         match answered {
             Ok(Ok(())) => {}
             Ok(Err(HandlerError::Permanent(reason))) => {
@@ -341,7 +385,11 @@ impl<'w> Player<'w> {
         self.restarted = true;
         let fresh = self.world.worker("restarted", StoreFaults::default());
         fresh.ci.sweep(true).await.expect("sweep after restart");
-        fresh.pipelines.sweep().await.expect("pipeline sweep");
+        fresh
+            .pipelines
+            .sweep_with(true)
+            .await
+            .expect("pipeline sweep");
         self.workers[0] = fresh;
     }
 
@@ -369,9 +417,7 @@ impl<'w> Player<'w> {
             } else if index == self.pending.len() {
                 let worker = &self.workers[worker % self.workers.len()];
                 if !worker.faults.dead() {
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(500), worker.ci.sweep(false))
-                            .await;
+                    let _ = tokio::time::timeout(ANSWER, worker.ci.sweep(false)).await;
                 }
             } else {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -390,8 +436,7 @@ impl<'w> Player<'w> {
         if worker.faults.dead() {
             return vec![Event::Deliver(message)];
         }
-        match tokio::time::timeout(Duration::from_millis(500), worker.inbox.handle(&message)).await
-        {
+        match tokio::time::timeout(ANSWER, worker.inbox.handle(&message)).await {
             Ok(Ok(())) => Vec::new(),
             Ok(Err(HandlerError::Permanent(reason))) => {
                 panic!("{message:?} was dropped for good: {reason}")
@@ -422,16 +467,24 @@ impl<'w> Player<'w> {
                 .position(|w| !w.faults.dead())
                 .expect("a live worker");
             let worker = &self.workers[live];
-            let _ = worker.ci.sweep(self.restarted).await;
-            let _ = worker.pipelines.sweep().await;
+            // The first worker may die during its sweep: that call never
+            // returns.
+            let _ = tokio::time::timeout(ANSWER, worker.ci.sweep(self.restarted)).await;
+            let _ = tokio::time::timeout(ANSWER, worker.pipelines.sweep()).await;
             if nothing_pending && self.pending.is_empty() && quiet(self.world).await {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the world never settled:\nchecks: {:#?}\nstates: {:#?}\npending: {:#?}",
+                "the world never settled:\nchecks: {:#?}\nstates: {:#?}\npipeline runs: {:#?}\nlock: {:?}\npending: {:#?}",
                 self.world.checks.runs(),
                 states(self.world).await,
+                pipeline_runs(self.world).await,
+                get_json::<PipelineLock>(
+                    self.world.store.as_ref(),
+                    &layout::pipeline_lock_key("train")
+                )
+                .await,
                 self.pending
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -493,6 +546,10 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Plays the CI part of `schedule` with the first worker's bucket doing
 /// `faults`, then checks the final state.
 async fn ci_scenario(schedule: Schedule, faults: StoreFaults) {
+    // A process that dies (or loses the bucket's answer) between closing a
+    // check run and recording that it did closes it again once it is back:
+    // the same completion, which GitHub takes as it took the first.
+    let exact = faults.die_at.is_none() && faults.lose_answer_at.is_empty();
     let world = World::new();
     let mut workers = vec![world.worker("first", faults)];
     if schedule.two_workers {
@@ -536,7 +593,16 @@ async fn ci_scenario(schedule: Schedule, faults: StoreFaults) {
             .entry((run.name.clone(), run.external_id.clone()))
             .or_default() += 1;
         assert_eq!(run.status, "completed", "{run:#?}");
-        assert_eq!(run.completions, 1, "closed more than once: {runs:#?}");
+        if exact {
+            assert_eq!(run.completions, 1, "closed more than once: {runs:#?}");
+        } else {
+            assert!(
+                run.closings
+                    .iter()
+                    .all(|closing| *closing == run.closings[0]),
+                "closed with different verdicts: {runs:#?}"
+            );
+        }
     }
     assert!(
         per_attempt.values().all(|n| *n == 1),
@@ -588,7 +654,10 @@ async fn ci_scenario(schedule: Schedule, faults: StoreFaults) {
     );
     // One pipeline run for the push, however often it came: deployed once.
     let runs = pipeline_runs(&world).await;
-    let summary: Vec<_> = runs.iter().map(|r| (r.run_id.to_string(), r.phase)).collect();
+    let summary: Vec<_> = runs
+        .iter()
+        .map(|r| (r.run_id.to_string(), r.phase))
+        .collect();
     assert_eq!(runs.len(), 1, "one run per push: {summary:?}");
     assert_eq!(runs[0].phase, RunPhase::Deployed, "{:#?}", runs[0]);
     assert_eq!(
@@ -614,12 +683,9 @@ async fn ci_scenario(schedule: Schedule, faults: StoreFaults) {
         history.current.map(|v| v.version),
         Some(runs[0].run_id.version_name())
     );
-    // Nothing left for a sweep to look at.
-    let live = player
-        .workers
-        .iter()
-        .find(|w| !w.faults.dead())
-        .expect("a live worker");
+    // Nothing left for a sweep to look at (swept by a worker that cannot
+    // die: the first one may still be due to).
+    let live = world.worker("last", StoreFaults::default());
     live.ci.sweep(false).await.expect("sweep");
     live.pipelines.sweep().await.expect("sweep");
     assert!(
@@ -695,13 +761,19 @@ fn a_push_delivered_again_later_starts_no_second_run() {
         let push = trigger("push-again", None);
         let first = worker.pipelines.on_push(&push).await.expect("push");
         assert!(
-            matches!(first.as_slice(), [(_, super::pipeline::Started::Running(_))]),
+            matches!(
+                first.as_slice(),
+                [(_, super::pipeline::Started::Running(_))]
+            ),
             "{first:?}"
         );
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let again = worker.pipelines.on_push(&push).await.expect("again");
         assert!(
-            matches!(again.as_slice(), [(_, super::pipeline::Started::Skipped { .. })]),
+            matches!(
+                again.as_slice(),
+                [(_, super::pipeline::Started::Skipped { .. })]
+            ),
             "{again:?}"
         );
         // The run goes to its end; the push comes once more.
@@ -713,14 +785,21 @@ fn a_push_delivered_again_later_starts_no_second_run() {
                     worker.inbox.handle(&message).await.expect("finalize");
                 }
             }
-            if pipeline_runs(&world).await.iter().all(PipelineRun::is_finished) {
+            if pipeline_runs(&world)
+                .await
+                .iter()
+                .all(PipelineRun::is_finished)
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let late = worker.pipelines.on_push(&push).await.expect("late");
         assert!(
-            matches!(late.as_slice(), [(_, super::pipeline::Started::Skipped { .. })]),
+            matches!(
+                late.as_slice(),
+                [(_, super::pipeline::Started::Skipped { .. })]
+            ),
             "{late:?}"
         );
         let runs = pipeline_runs(&world).await;
