@@ -22,17 +22,18 @@
 //! fake AI Platform's count of versions created).
 //!
 //! Randomness comes from one seed, printed when a test fails; set
-//! `NBCI_FAULT_SEED` to replay a schedule.
+//! `NBCI_FAULT_SEED` to replay a schedule, and `NBCI_FAULT_ROUNDS` to kill
+//! and restart the server over more rounds (a local soak run).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nbci_shared::adapters::gcp::storage::GcsStore;
@@ -107,6 +108,16 @@ fn seed() -> u64 {
             )
         })
         .unwrap_or(DEFAULT_SEED)
+}
+
+/// Rounds of a test that repeats: `NBCI_FAULT_ROUNDS` (a local soak run),
+/// else `default` (few, to keep `make test` quick).
+fn rounds(default: usize) -> usize {
+    std::env::var("NBCI_FAULT_ROUNDS")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|rounds| *rounds > 0)
+        .unwrap_or(default)
 }
 
 /// Prints the seed if the test panics, so that its schedule can be replayed.
@@ -363,8 +374,6 @@ pub enum JobFault {
 /// How the fake runs a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runner {
-    /// Exactly the container's arguments, with the local `nbci` binary.
-    Real,
     /// No notebook runs: after a pause, the job writes what the runner would
     /// (executed notebook, metrics for a pipeline's evaluate step, then
     /// result.json): fast, so that many schedules fit in a test.
@@ -456,26 +465,10 @@ impl FakeVertex {
     }
 
     /// Runs job `id` whose record is `record` (a `gs://` URI).
-    async fn run(self, id: u64, args: Vec<String>, record: String) {
+    async fn run(self, id: u64, record: String) {
         self.running.fetch_add(1, Ordering::SeqCst);
         self.set_state(id, "JOB_STATE_RUNNING");
         let state = match self.runner {
-            Runner::Real => {
-                let status = tokio::process::Command::new(nbci_binary())
-                    .args(&args)
-                    .env("STORAGE_EMULATOR_HOST", &self.gcs_endpoint)
-                    .env("NBCI_TEST_GCS", &self.gcs_endpoint)
-                    .env_remove("NBCI_BUCKET")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .status()
-                    .await;
-                match status.map(|s| s.code()) {
-                    Ok(Some(0 | 1 | 3)) => "JOB_STATE_SUCCEEDED",
-                    _ => "JOB_STATE_FAILED",
-                }
-            }
             Runner::Synthetic => {
                 match synthetic_job(&self.gcs_endpoint, &self.bucket, &record, id).await {
                     Ok(()) => "JOB_STATE_SUCCEEDED",
@@ -644,7 +637,7 @@ async fn vertex_create(
         jobs.insert(id, job.clone());
         (id, job)
     };
-    tokio::spawn(vertex.clone().run(id, args, record));
+    tokio::spawn(vertex.clone().run(id, record));
     if fault == Some(JobFault::LoseAnswer) {
         return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
     }
@@ -1201,37 +1194,6 @@ impl System {
         lines[lines.len().saturating_sub(80)..].join("\n")
     }
 
-    /// Sends a signed push webhook for `sha`, again until it is taken (as
-    /// GitHub's redelivery would); the answer of the first that is.
-    async fn push(&self, sha: &str, delivery: &str) -> u16 {
-        let body = serde_json::to_vec(&push_payload(sha)).expect("json");
-        let signature = nbci_shared::adapters::github::sign(SECRET.as_bytes(), &body);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let answer = reqwest::Client::new()
-                .post(format!("{}/github", self.url()))
-                .header("X-GitHub-Event", "push")
-                .header("X-GitHub-Delivery", delivery)
-                .header("X-Hub-Signature-256", &signature)
-                .header("Content-Type", "application/json")
-                .body(body.clone())
-                .timeout(Duration::from_secs(20))
-                .send()
-                .await;
-            if let Ok(answer) = answer
-                && answer.status().is_success()
-            {
-                return answer.status().as_u16();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the push was never taken\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-
     /// Cloud Scheduler's tick (its failures only mean: tick again later).
     async fn tick(&self) {
         let _ = reqwest::Client::new()
@@ -1323,7 +1285,12 @@ impl System {
     /// The promises, for the run of `sha`: one check run per notebook, each
     /// completed exactly once; one job per notebook and pipeline step; one
     /// pipeline run; one model version, created once.
-    async fn assert_promises(&self, sha: &str, snapshot: &Snapshot) {
+    ///
+    /// With `exact`, each check run is completed by exactly one PATCH. A
+    /// process killed (or a bucket failing) between completing a check run
+    /// and recording that it did completes it again: then every completion
+    /// of a run must say the same (GitHub shows the last one).
+    async fn assert_promises(&self, sha: &str, snapshot: &Snapshot, exact: bool) {
         for (name, runs) in &snapshot.checks {
             assert_eq!(
                 runs.len(),
@@ -1339,21 +1306,27 @@ impl System {
             .filter(|(_, run)| run["head_sha"] == sha)
             .map(|(id, _)| *id)
             .collect();
-        let mut completions: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut completions: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
         for call in self.github.check_calls() {
             if call.method == "PATCH"
                 && call.body["status"] == "completed"
                 && ids.contains(&call.id)
             {
-                *completions.entry(call.id).or_default() += 1;
+                let said = json!([call.body["conclusion"], call.body["output"]["title"]]);
+                completions.entry(call.id).or_default().push(said);
             }
         }
         for id in &ids {
-            assert_eq!(
-                completions.get(id),
-                Some(&1),
-                "check run {id} was completed {:?} times: {:#?}",
-                completions.get(id),
+            let said = completions.get(id).cloned().unwrap_or_default();
+            let once = if exact {
+                said.len() == 1
+            } else {
+                !said.is_empty() && said.iter().all(|s| *s == said[0])
+            };
+            assert!(
+                once,
+                "check run {id} was completed {} times ({said:?}): {:#?}",
+                said.len(),
                 self.github.runs().get(id)
             );
         }
@@ -1515,7 +1488,7 @@ async fn undisturbed(system: &System, round: usize) -> Snapshot {
     let sha = sha_of_round(round);
     push_until_taken(system.url.clone(), sha.clone(), format!("push-{round}")).await;
     let snapshot = system.settle(&sha, 60, &String::new).await;
-    system.assert_promises(&sha, &snapshot).await;
+    system.assert_promises(&sha, &snapshot, true).await;
     let (checks, _, pipeline) = snapshot.comparable();
     assert_eq!(
         checks
@@ -1552,7 +1525,10 @@ async fn storage_faults_during_a_ci_run_and_a_pipeline_run_change_no_outcome() {
         test: "storage_faults_during_a_ci_run_and_a_pipeline_run_change_no_outcome",
         seed,
     };
-    let mut system = System::new(Runner::Real, Some((seed, 12, 120))).await;
+    // Synthetic jobs: the jobs write to the emulator directly (a real
+    // runner would too), so the faults meet the services' own storage calls;
+    // real papermill jobs made the test too slow for `make test` on 2 cores.
+    let mut system = System::new(Runner::Synthetic, Some((seed, 12, 120))).await;
     let proxy = system.proxy.take().expect("proxy");
     proxy.arm(false);
     system.start().await;
@@ -1566,7 +1542,7 @@ async fn storage_faults_during_a_ci_run_and_a_pipeline_run_change_no_outcome() {
     let snapshot = system.settle(&sha, 150, &injected).await;
     let (requests, faults) = proxy.counts();
     assert!(faults >= 10, "only {faults} faults in {requests} requests");
-    system.assert_promises(&sha, &snapshot).await;
+    system.assert_promises(&sha, &snapshot, false).await;
     assert_same_final_state(1, &baseline, &snapshot);
     assert_eq!(system.ml.default_version(), snapshot.pipeline[0].version);
     system.kill().await;
@@ -1609,7 +1585,7 @@ async fn the_job_api_refusing_and_losing_answers_starts_one_job_per_folder() {
     push_until_taken(system.url.clone(), sha.clone(), "push-1".into()).await;
     let faults = format!("create faults: {creates:?}");
     let snapshot = system.settle(&sha, 90, &|| faults.clone()).await;
-    system.assert_promises(&sha, &snapshot).await;
+    system.assert_promises(&sha, &snapshot, true).await;
     assert_same_final_state(1, &baseline, &snapshot);
     system.kill().await;
 }
@@ -1620,7 +1596,7 @@ async fn the_job_api_refusing_and_losing_answers_starts_one_job_per_folder() {
 /// every check run completed once, one model version per run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_and_restarted_ends_as_an_undisturbed_run() {
-    const ROUNDS: usize = 4;
+    let rounds = rounds(2);
     let seed = seed();
     let _report = SeedReport {
         test: "killed_at_random_points_and_restarted_ends_as_an_undisturbed_run",
@@ -1628,11 +1604,11 @@ async fn killed_at_random_points_and_restarted_ends_as_an_undisturbed_run() {
     };
     let mut system = System::new(Runner::Synthetic, None).await;
     system.start().await;
-    let _eventarc = Eventarc::start(&system.gcs, system.url.clone(), seed);
+    let eventarc = Eventarc::start(&system.gcs, system.url.clone(), seed);
     let baseline = undisturbed(&system, 0).await;
 
     let mut rng = Rng::new(seed);
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         let sha = sha_of_round(round);
         let push = tokio::spawn(push_until_taken(
             system.url.clone(),
@@ -1648,9 +1624,15 @@ async fn killed_at_random_points_and_restarted_ends_as_an_undisturbed_run() {
             system.start().await;
         }
         push.await.expect("the push task");
-        let context = format!("round {round}: killed after {kills:?}");
-        let snapshot = system.settle(&sha, 90, &|| context.clone()).await;
-        system.assert_promises(&sha, &snapshot).await;
+        let context = || {
+            format!(
+                "round {round}: killed after {kills:?}; finalize events sent {}, acknowledged {}",
+                eventarc.sent.load(Ordering::SeqCst),
+                eventarc.acknowledged.load(Ordering::SeqCst)
+            )
+        };
+        let snapshot = system.settle(&sha, 90, &context).await;
+        system.assert_promises(&sha, &snapshot, false).await;
         assert_same_final_state(round, &baseline, &snapshot);
     }
     system.kill().await;
