@@ -19,6 +19,7 @@ locals {
     NBCI_ML_ENDPOINT            = var.ml_endpoint
     NBCI_JOB_TIMEOUT            = var.job_timeout
     NBCI_RETRY_MAX              = var.retry_max
+    NBCI_LEASE_TTL              = ""
     GITHUB_APP_ID               = var.github_app_id
     GITHUB_API_URL              = var.github_api_url
 

@@ -185,6 +185,13 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
     },
     Variable {
+        name: "NBCI_LEASE_TTL",
+        default: Some("5m"),
+        meaning: "how long a worker holds a check or a pipeline run while it performs one step: one killed mid-step delays that check this long (keep it well above a step's own retries)",
+        services: CHECKS,
+        secret: false,
+    },
+    Variable {
         name: "NBCI_PYTHON",
         default: Some("a .venv above nbci or the working directory, else python3"),
         meaning: "the Python interpreter with papermill that runs notebooks locally",
@@ -450,6 +457,8 @@ pub struct Config {
     pub job_timeout: Duration,
     pub lost_job_grace: Duration,
     pub retry_max: Duration,
+    /// `NBCI_LEASE_TTL`: how long a check's or a run's lease holds.
+    pub lease_ttl: Duration,
     pub python: Option<PathBuf>,
     /// What the server allows its clients (`NBCI_HTTP_*`).
     pub http: HttpLimits,
@@ -711,6 +720,7 @@ impl Config {
             job_timeout: duration("NBCI_JOB_TIMEOUT", Duration::from_secs(3600))?,
             lost_job_grace: duration("NBCI_LOST_JOB_GRACE", Duration::from_secs(600))?,
             retry_max: duration("NBCI_RETRY_MAX", Duration::from_secs(300))?,
+            lease_ttl: duration("NBCI_LEASE_TTL", Duration::from_secs(300))?,
             python: value("NBCI_PYTHON").map(PathBuf::from),
             http,
         })

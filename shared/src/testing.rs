@@ -29,6 +29,12 @@ pub struct FakeRun {
     pub details_url: Option<String>,
     /// Updates it received after creation.
     pub updates: usize,
+    /// Updates that closed it (completed, cancelled, a note): GitHub shows
+    /// the last, so a run closed twice may show a verdict that is not its own.
+    pub completions: usize,
+    /// What each of those closings said (`conclusion: title`): a closing
+    /// repeated after a crash must say the same.
+    pub closings: Vec<String>,
 }
 
 /// What a faulty call does.
@@ -143,6 +149,8 @@ impl CheckRuns for FakeCheckRuns {
                 title: None,
                 details_url: None,
                 updates: 0,
+                completions: 0,
+                closings: Vec::new(),
             },
         );
         match fault {
@@ -176,6 +184,9 @@ impl CheckRuns for FakeCheckRuns {
             return Err(RemoteError::Permanent(format!("no check run {id}")));
         };
         run.updates += 1;
+        if !matches!(update, CheckRunUpdate::InProgress { .. }) {
+            run.completions += 1;
+        }
         match update {
             CheckRunUpdate::InProgress { details_url } => {
                 run.status = "in_progress";
@@ -203,6 +214,14 @@ impl CheckRuns for FakeCheckRuns {
                 run.conclusion = Some("neutral".into());
                 run.title = Some(title.clone());
             }
+        }
+        if run.status == "completed" {
+            let closing = format!(
+                "{}: {}",
+                run.conclusion.as_deref().unwrap_or(""),
+                run.title.as_deref().unwrap_or("")
+            );
+            run.closings.push(closing);
         }
         match fault {
             Some(CallFault::LoseAnswer) => {
@@ -407,5 +426,246 @@ impl crate::ports::deployer::Deployer for FakeDeployer {
         _request: &crate::domain::deploy::DeployRequest,
     ) -> Result<Vec<crate::domain::deploy::PlannedRequest>, RemoteError> {
         Ok(Vec::new())
+    }
+}
+
+/// A bucket in memory, with the generation semantics of GCS: every write
+/// gets a new generation, never reused for a key (not even after a delete).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, crate::ports::store::Object>>,
+    generations: std::sync::atomic::AtomicI64,
+}
+
+impl MemoryStore {
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, crate::ports::store::Object>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl crate::ports::store::ObjectStore for MemoryStore {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::ports::store::Object>, crate::ports::store::StoreError> {
+        crate::domain::layout::validate_key(key)?;
+        Ok(self.objects().get(key).cloned())
+    }
+
+    async fn generation(&self, key: &str) -> Result<Option<i64>, crate::ports::store::StoreError> {
+        Ok(self.objects().get(key).map(|object| object.generation))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        _content_type: &str,
+        precondition: crate::ports::store::Precondition,
+    ) -> Result<i64, crate::ports::store::StoreError> {
+        use crate::ports::store::{Object, Precondition, StoreError};
+        crate::domain::layout::validate_key(key)?;
+        let mut objects = self.objects();
+        let current = objects.get(key).map(|object| object.generation);
+        let holds = match precondition {
+            Precondition::None => true,
+            Precondition::DoesNotExist => current.is_none(),
+            Precondition::Generation(generation) => current == Some(generation),
+        };
+        if !holds {
+            return Err(StoreError::PreconditionFailed(key.to_owned()));
+        }
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        objects.insert(key.to_owned(), Object { bytes, generation });
+        Ok(generation)
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        precondition: crate::ports::store::Precondition,
+    ) -> Result<i64, crate::ports::store::StoreError> {
+        let bytes =
+            std::fs::read(path).map_err(|error| crate::ports::store::StoreError::LocalFile {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
+        self.put(key, bytes, content_type, precondition).await
+    }
+
+    async fn get_to_file(
+        &self,
+        key: &str,
+        path: &Path,
+    ) -> Result<bool, crate::ports::store::StoreError> {
+        let Some(object) = self.get(key).await? else {
+            return Ok(false);
+        };
+        std::fs::write(path, object.bytes).map_err(|error| {
+            crate::ports::store::StoreError::LocalFile {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            }
+        })?;
+        Ok(true)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), crate::ports::store::StoreError> {
+        self.objects().remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::ports::store::StoreError> {
+        Ok(self
+            .objects()
+            .keys()
+            .filter(|key| key.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    fn uri(&self, key: &str) -> String {
+        format!("mem://bucket/{key}")
+    }
+}
+
+/// What a [`FaultyStore`] does to the calls of one process.
+#[derive(Debug, Default)]
+pub struct StoreFaults {
+    /// Calls made so far (every method but `uri`).
+    pub calls: std::sync::atomic::AtomicUsize,
+    /// The process dies at this call: it and every later call never return,
+    /// so nothing after it happens (its tasks hang until the test drops them).
+    pub die_at: Option<usize>,
+    /// Writes (by call number) whose answer is lost: the write lands, and a
+    /// conditional one answers `PreconditionFailed` (GCS's client retries an
+    /// idempotent write and meets its own), an unconditional one `Unavailable`.
+    pub lose_answer_at: std::collections::BTreeSet<usize>,
+    /// Calls (by number) that fail with `Unavailable` and do nothing (an
+    /// outage longer than the client's retries).
+    pub fail_at: std::collections::BTreeSet<usize>,
+}
+
+impl StoreFaults {
+    /// The calls made so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the process died.
+    pub fn dead(&self) -> bool {
+        self.die_at.is_some_and(|at| self.calls() > at)
+    }
+
+    /// Counts a call; what to do with it.
+    async fn next(&self) -> Result<Fate, crate::ports::store::StoreError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.die_at.is_some_and(|at| call >= at) {
+            std::future::pending::<()>().await;
+        }
+        if self.fail_at.contains(&call) {
+            return Err(crate::ports::store::StoreError::Unavailable(format!(
+                "injected outage at call {call}"
+            )));
+        }
+        Ok(if self.lose_answer_at.contains(&call) {
+            Fate::LoseAnswer
+        } else {
+            Fate::Answer
+        })
+    }
+}
+
+/// What happens to one call's answer.
+enum Fate {
+    Answer,
+    LoseAnswer,
+}
+
+/// One process's view of a shared bucket, with [`StoreFaults`].
+#[derive(Debug, Clone)]
+pub struct FaultyStore {
+    pub inner: std::sync::Arc<dyn crate::ports::store::ObjectStore>,
+    pub faults: std::sync::Arc<StoreFaults>,
+}
+
+#[async_trait]
+impl crate::ports::store::ObjectStore for FaultyStore {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::ports::store::Object>, crate::ports::store::StoreError> {
+        self.faults.next().await?;
+        self.inner.get(key).await
+    }
+
+    async fn generation(&self, key: &str) -> Result<Option<i64>, crate::ports::store::StoreError> {
+        self.faults.next().await?;
+        self.inner.generation(key).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        precondition: crate::ports::store::Precondition,
+    ) -> Result<i64, crate::ports::store::StoreError> {
+        use crate::ports::store::{Precondition, StoreError};
+        let fate = self.faults.next().await?;
+        let written = self.inner.put(key, bytes, content_type, precondition).await;
+        match (fate, written) {
+            (Fate::LoseAnswer, Ok(_)) if precondition == Precondition::None => Err(
+                StoreError::Unavailable(format!("{key}: the answer was lost")),
+            ),
+            (Fate::LoseAnswer, Ok(_)) => Err(StoreError::PreconditionFailed(key.to_owned())),
+            (_, written) => written,
+        }
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        precondition: crate::ports::store::Precondition,
+    ) -> Result<i64, crate::ports::store::StoreError> {
+        let bytes =
+            std::fs::read(path).map_err(|error| crate::ports::store::StoreError::LocalFile {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
+        self.put(key, bytes, content_type, precondition).await
+    }
+
+    async fn get_to_file(
+        &self,
+        key: &str,
+        path: &Path,
+    ) -> Result<bool, crate::ports::store::StoreError> {
+        self.faults.next().await?;
+        self.inner.get_to_file(key, path).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), crate::ports::store::StoreError> {
+        self.faults.next().await?;
+        self.inner.delete(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::ports::store::StoreError> {
+        self.faults.next().await?;
+        self.inner.list(prefix).await
+    }
+
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
     }
 }

@@ -98,6 +98,7 @@ fn pipeline_settings(
         artifacts_root: root.to_owned(),
         default_timeout: Some(config.job_timeout),
         lost_job_grace: config.lost_job_grace,
+        lease_ttl: config.lease_ttl,
         backoff,
         worker,
         ..PipelineSettings::default()
@@ -333,6 +334,7 @@ impl Services {
                     .map_or_else(|| "local".to_owned(), |cloud| cloud.runner_image.clone()),
                 default_timeout: Some(config.job_timeout),
                 lost_job_grace: config.lost_job_grace,
+                lease_ttl: config.lease_ttl,
                 backoff,
                 worker: ci_worker.clone(),
                 scratch_dir: Some(scratch),
@@ -420,7 +422,7 @@ impl Services {
         if let Err(error) = self.ci.sweep(owns_bucket).await {
             tracing::error!(%error, "cannot sweep the active checks");
         }
-        if let Err(error) = self.pipelines.sweep().await {
+        if let Err(error) = self.pipelines.sweep_with(owns_bucket).await {
             tracing::error!(%error, "cannot sweep the active pipeline runs");
         }
         if self.config.service != crate::config::Service::Serve {

@@ -15,6 +15,7 @@ mod integration {
     pub mod durability;
     pub mod fake_gcs;
     pub mod fake_github;
+    pub mod faults;
     pub mod fuzz_regressions;
     pub mod gcs;
     pub mod github_flow;

@@ -77,6 +77,11 @@ pub struct CheckState {
     /// The delivery that started this attempt: the same delivery asking again
     /// (a redelivered bus message) does not start another.
     pub cause: String,
+    /// The deliveries that started the earlier attempts (the latest
+    /// [`MAX_EARLIER_CAUSES`]): a re-run request redelivered after a newer
+    /// one started its attempt must not start yet another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_causes: Vec<String>,
     pub phase: Phase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_run: Option<CheckRunId>,
@@ -132,6 +137,11 @@ pub enum Step {
 /// that says why nothing can run (unusable metadata).
 pub type Prepared = Result<Job, Box<Outcome>>;
 
+/// How many earlier attempts' causes a check remembers (re-runs are asked
+/// by people, so a check rarely has more; a request redelivered after this
+/// many newer ones would start an attempt again).
+pub const MAX_EARLIER_CAUSES: usize = 64;
+
 /// How many times a job the executor lost is submitted again before its
 /// check is completed as an infrastructure error.
 pub const MAX_RESUBMISSIONS: u32 = 2;
@@ -173,6 +183,7 @@ impl CheckState {
             prefix: prefix.to_owned(),
             attempt: 1,
             cause: cause.to_owned(),
+            earlier_causes: Vec::new(),
             phase: Phase::Accepted,
             check_run: None,
             job,
@@ -198,10 +209,17 @@ impl CheckState {
         now: f64,
         prepare: impl FnOnce(u32) -> Prepared,
     ) -> Option<Self> {
-        if self.cause == cause {
+        if self.caused_by(cause) {
             return None;
         }
         let attempt = self.attempt.saturating_add(1);
+        // Every attempt's cause, not only the current one's: the bus
+        // delivers at least once and in any order, so re-run A redelivered
+        // after re-run B started its attempt would otherwise start a third.
+        let mut earlier_causes = self.earlier_causes.clone();
+        earlier_causes.push(self.cause.clone());
+        let excess = earlier_causes.len().saturating_sub(MAX_EARLIER_CAUSES);
+        earlier_causes.drain(..excess);
         let mut superseded = self.superseded.clone();
         if !matches!(self.phase, Phase::Completed | Phase::Abandoned) {
             superseded.push(Superseded {
@@ -219,9 +237,15 @@ impl CheckState {
             now,
         );
         next.attempt = attempt;
+        next.earlier_causes = earlier_causes;
         next.superseded = superseded;
         next.lease = self.lease.clone();
         Some(next)
+    }
+
+    /// Whether delivery `cause` started this attempt or an earlier one.
+    pub fn caused_by(&self, cause: &str) -> bool {
+        self.cause == cause || self.earlier_causes.iter().any(|earlier| earlier == cause)
     }
 
     /// What to do next at time `now`.
@@ -556,6 +580,27 @@ mod tests {
             .rerun("d3", 1.0, |_| Ok(job("y")))
             .expect("new attempt");
         assert!(again.superseded.is_empty());
+    }
+
+    #[test]
+    fn a_rerun_redelivered_after_a_newer_one_starts_nothing() {
+        let prepare = |attempt: u32| Ok(job(&format!("p/attempts/{attempt}")));
+        let second = new_check().rerun("d2", 1.0, prepare).expect("attempt 2");
+        let third = second.rerun("d3", 2.0, prepare).expect("attempt 3");
+        assert_eq!(third.attempt, 3);
+        for cause in ["d1", "d2", "d3"] {
+            assert!(third.caused_by(cause), "{cause}");
+            assert!(third.rerun(cause, 3.0, prepare).is_none(), "{cause} again");
+        }
+        // Only the latest causes are kept.
+        let mut check = third;
+        for n in 0..MAX_EARLIER_CAUSES + 5 {
+            check = check
+                .rerun(&format!("r{n}"), 4.0, prepare)
+                .expect("a new attempt");
+        }
+        assert_eq!(check.earlier_causes.len(), MAX_EARLIER_CAUSES);
+        assert!(check.caused_by(&format!("r{}", MAX_EARLIER_CAUSES)));
     }
 
     #[test]

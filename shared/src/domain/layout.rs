@@ -60,6 +60,7 @@ const QUEUE: &str = "queue";
 const ATTEMPTS: &str = "attempts";
 const RUNS: &str = "runs";
 const STEPS: &str = "steps";
+const PUSHES: &str = "pushes";
 /// The longest notebook stem kept in a step's folder name.
 const MAX_STEP_STEM: usize = 64;
 
@@ -223,6 +224,14 @@ pub fn pipeline_run_state_key(run_prefix: &str) -> String {
 /// The `metrics.json` the last step wrote to the run's folder (`artifacts_dir`).
 pub fn pipeline_metrics_key(run_prefix: &str) -> String {
     format!("{run_prefix}/{METRICS_FILE}")
+}
+
+/// `pipelines/{pipeline}/pushes/{flat_id(delivery)}.json`: the run trigger
+/// a push delivery made for a pipeline, so that every redelivery of that
+/// push asks for the same run. The delivery id is hashed: it is the
+/// sender's text.
+pub fn pipeline_push_key(pipeline: &str, delivery: &str) -> String {
+    format!("{PIPELINES}/{pipeline}/{PUSHES}/{}.json", flat_id(delivery))
 }
 
 /// `pipelines/{pipeline}/lock.json`.

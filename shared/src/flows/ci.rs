@@ -293,7 +293,7 @@ impl Ci {
             let existing: Option<(CheckState, i64)> =
                 get_json(self.store.as_ref(), &layout::check_state_key(&prefix)).await?;
             match existing {
-                Some((state, _)) if !trigger.rerun || state.cause == trigger.delivery => {
+                Some((state, _)) if !trigger.rerun || state.caused_by(&trigger.delivery) => {
                     summary.already_running.push(notebook);
                     self.spawn_drive(prefix);
                 }
@@ -647,7 +647,22 @@ impl Ci {
             })
             .await;
             let next = match performed {
-                Ok(next) => next?,
+                Ok(Ok(next)) => next,
+                Ok(Err(error)) => {
+                    // The bucket failed inside the step (a write whose answer
+                    // was lost, an outage): give the lease back, so that the
+                    // redelivery or the next sweep tries again now rather
+                    // than after NBCI_LEASE_TTL. Best effort: if this write
+                    // fails too, the lease expires.
+                    let _ = put_json(
+                        self.store.as_ref(),
+                        &key,
+                        &leased.released(),
+                        Precondition::Generation(generation),
+                    )
+                    .await;
+                    return Err(error);
+                }
                 Err(panic) => {
                     tracing::error!(check = %prefix, error = %panic, "a check step panicked; trying again later");
                     let wait = self.settings.backoff.delay(leased.retry.failures.saturating_add(1));

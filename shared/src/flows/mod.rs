@@ -10,3 +10,6 @@
 pub mod ci;
 pub mod inbox;
 pub mod pipeline;
+
+#[cfg(test)]
+mod interleavings;

@@ -296,6 +296,28 @@ impl Pipelines {
                 },
             )
             .map_err(|error| PipelineError::Refused(error.to_string()))?;
+            // A run's id is the time it was asked for: a push redelivered a
+            // second later (the bus delivers at least once; a process killed
+            // before acknowledging gets it again) would ask for another run
+            // of the same push, which would deploy again. The first delivery
+            // records its trigger; every later one reuses it.
+            let key = layout::pipeline_push_key(&pipeline.name, &trigger.delivery);
+            let run_trigger = match put_json(
+                self.store.as_ref(),
+                &key,
+                &run_trigger,
+                Precondition::DoesNotExist,
+            )
+            .await
+            {
+                Ok(_) => run_trigger,
+                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {
+                    get_json::<RunTrigger>(self.store.as_ref(), &key)
+                        .await?
+                        .map_or(run_trigger, |(recorded, _)| recorded)
+                }
+                Err(error) => return Err(error.into()),
+            };
             let outcome = self.start(pipeline, run_trigger, &source).await?;
             started.push((pipeline.name.clone(), outcome));
         }
@@ -399,7 +421,20 @@ impl Pipelines {
         )
         .await
         {
-            Ok(_) | Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {}
+            Ok(_) => {}
+            Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {
+                // The same trigger again. A run that is over stays over: the
+                // lock no longer names it, and admitting it again would run
+                // it again, or queue it in place of a newer trigger.
+                if let Some((existing, _)) =
+                    get_json::<PipelineRun>(self.store.as_ref(), &run.state_key()).await?
+                    && existing.is_finished()
+                {
+                    return Ok(Started::Skipped {
+                        reason: "its run is over",
+                    });
+                }
+            }
             Err(error) => return Err(error.into()),
         }
         let lock_key = layout::pipeline_lock_key(&pipeline.name);
@@ -420,6 +455,15 @@ impl Pipelines {
                     },
                 ),
                 Admission::Skipped { reason } => {
+                    // The same trigger again while its run holds the lock:
+                    // the process that admitted it may have died between
+                    // the lock's write and the run's activation (that is why
+                    // its delivery came again), which would leave the lock
+                    // held by a run that nothing sweeps. Activating is safe
+                    // to repeat (a marker, and a drive under the run's lease).
+                    if matches!(reason, crate::domain::pipeline::SkipReason::AlreadyActive) {
+                        self.activate(&run_prefix).await?;
+                    }
                     return Ok(Started::Skipped {
                         reason: reason.as_str(),
                     });
@@ -571,7 +615,23 @@ impl Pipelines {
                 Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
                 Err(error) => return Err(error.into()),
             };
-            let next = self.perform(&leased, action).await?.released();
+            let next = match self.perform(&leased, action).await {
+                Ok(next) => next.released(),
+                Err(error) => {
+                    // The bucket failed inside the action: give the lease
+                    // back, so that the redelivery or the next sweep tries
+                    // again now rather than after NBCI_LEASE_TTL (best
+                    // effort: if this write fails too, the lease expires).
+                    let _ = put_json(
+                        self.store.as_ref(),
+                        &key,
+                        &leased.released(),
+                        Precondition::Generation(generation),
+                    )
+                    .await;
+                    return Err(error);
+                }
+            };
             match put_json(
                 self.store.as_ref(),
                 &key,
@@ -854,11 +914,22 @@ impl Pipelines {
     /// Looks at every active run: steps whose job ended without a result or
     /// outlived its deadline, steps the executor lost, due retries and polls.
     pub async fn sweep(&self) -> Result<usize, PipelineError> {
+        self.sweep_with(false).await
+    }
+
+    /// [`Self::sweep`]; with `void_leases`, leases of other workers are
+    /// ignored first, as [`super::ci::Ci::sweep`] does for checks: a server
+    /// that owns its bucket alone, starting after a crash, would otherwise
+    /// leave its dead predecessor's runs waiting for NBCI_LEASE_TTL.
+    pub async fn sweep_with(&self, void_leases: bool) -> Result<usize, PipelineError> {
         let markers = self.store.list(&layout::active_runs_prefix()).await?;
         for marker in &markers {
             let Some(prefix) = layout::check_of_active_key(marker) else {
                 continue;
             };
+            if void_leases && let Err(error) = self.void_lease(prefix).await {
+                tracing::warn!(run = %prefix, %error, "cannot void a dead process's lease");
+            }
             if let Err(error) = self.sweep_one(prefix).await {
                 tracing::warn!(run = %prefix, %error, "cannot sweep a pipeline run");
             }
@@ -867,6 +938,34 @@ impl Pipelines {
             }
         }
         Ok(markers.len())
+    }
+
+    /// Releases the run's lease if another worker holds it.
+    async fn void_lease(&self, run_prefix: &str) -> Result<(), PipelineError> {
+        let key = layout::pipeline_run_state_key(run_prefix);
+        let Some((run, generation)) = get_json::<PipelineRun>(self.store.as_ref(), &key).await?
+        else {
+            return Ok(());
+        };
+        let mine = format!("{}/", self.settings.worker);
+        let of_another = run
+            .lease
+            .as_ref()
+            .is_some_and(|lease| lease.until > now() && !lease.holder.starts_with(&mine));
+        if of_another {
+            match put_json(
+                self.store.as_ref(),
+                &key,
+                &run.released(),
+                Precondition::Generation(generation),
+            )
+            .await
+            {
+                Ok(_) | Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
     }
 
     async fn sweep_one(&self, run_prefix: &str) -> Result<(), PipelineError> {

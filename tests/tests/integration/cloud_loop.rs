@@ -37,7 +37,7 @@ fn binary(name: &str) -> PathBuf {
     nbci_binary().with_file_name(name)
 }
 
-async fn serve(router: Router) -> String {
+pub(crate) async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -49,7 +49,7 @@ async fn serve(router: Router) -> String {
 }
 
 /// The metadata server: access tokens for `Metadata-Flavor: Google` requests.
-async fn fake_metadata() -> String {
+pub(crate) async fn fake_metadata() -> String {
     serve(Router::new().route(
         "/computeMetadata/v1/instance/service-accounts/default/token",
         get(|headers: HeaderMap| async move {
