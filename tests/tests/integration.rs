@@ -13,6 +13,7 @@ mod integration {
     pub mod conformance;
     pub mod docs;
     pub mod durability;
+    pub mod fake_cloud;
     pub mod fake_gcs;
     pub mod fake_github;
     pub mod faults;

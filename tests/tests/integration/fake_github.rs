@@ -40,6 +40,9 @@ pub struct CheckCall {
     pub method: String,
     pub id: u64,
     pub body: Value,
+    /// When the fake took the call (its whole body received).
+    #[allow(dead_code)] // read by the latency benchmark
+    pub at: std::time::Instant,
 }
 
 /// A fault the fake injects into matching calls (see [`FakeGitHub::inject`]).
@@ -244,6 +247,7 @@ struct CheckRuns {
 
 impl Respond for CheckRuns {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let at = std::time::Instant::now();
         let mut journal = self.journal.lock().expect("journal");
         if !journal.token_ok(request) {
             return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
@@ -293,6 +297,7 @@ impl Respond for CheckRuns {
             method: request.method.to_string(),
             id,
             body: body.clone(),
+            at,
         });
         let run = journal.runs.entry(id).or_insert_with(|| json!({"id": id}));
         if let (Some(run), Some(update)) = (run.as_object_mut(), body.as_object()) {

@@ -42,7 +42,7 @@ use nbci_shared::domain::outcome::{Outcome, Status};
 use nbci_shared::ports::store::{ObjectStore, Precondition, get_json};
 use serde_json::{Value, json};
 
-use super::cloud_loop::{fake_metadata, serve};
+use super::fake_cloud::{fake_metadata, serve};
 use super::common::nbci_binary;
 use super::fake_gcs::FakeGcs;
 use super::fake_github::{APP_ID, FakeGitHub, OWNER, REPO, private_key_pem};
