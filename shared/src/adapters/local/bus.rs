@@ -7,6 +7,16 @@
 //! at the next start: the at-least-once delivery Pub/Sub gives in the cloud.
 //! Finalize events of the directory bucket are only [`LocalBus::announce`]d
 //! (not written): what they would complete is found again by the sweep.
+//!
+//! A webhook delivery ([`EventBus::publish_once`]) costs one write before the
+//! answer: its queue object (`queue/{topic}/claim-dispatch-{id}.json`) is
+//! created create-only, and is the delivery's claim while it waits; the
+//! dedupe marker (`deliveries/{id}`) is looked up before and after, and
+//! written once the handler is done, before the queue object is deleted. So at every moment
+//! one of the two exists for an accepted delivery, and a repeat finds it:
+//! the queue object (create-only fails) while it waits or runs, the marker
+//! after. A queue object whose marker exists was handled by a process that
+//! died before deleting it; [`LocalBus::replay`] drops it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +26,17 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::layout;
-use crate::ports::bus::{BusError, EventBus, HandlerError, Message, MessageHandler};
-use crate::ports::store::{ObjectStore, Precondition};
+use crate::ports::bus::{
+    BusError, EventBus, HandlerError, Message, MessageHandler, PublishOnceError, Published,
+};
+use crate::ports::store::{ObjectStore, Precondition, StoreError, create_once};
 use crate::util::retry::Backoff;
 
 /// The topic durable messages are kept under.
 const TOPIC: &str = "local";
+
+/// The name prefix of queue objects that are also a delivery's claim.
+const CLAIM: &str = "claim-";
 
 /// A message on its way, with how often it failed and where it is kept.
 #[derive(Debug)]
@@ -29,7 +44,29 @@ struct Envelope {
     message: Message,
     /// The queue object, for durable messages.
     key: Option<String>,
+    /// The dedupe marker to write once the message is handled (messages
+    /// published once).
+    marker: Option<String>,
     failures: u32,
+}
+
+/// The dedupe marker of a message published once: a dispatch's delivery.
+fn marker_of(message: &Message) -> Option<String> {
+    match message {
+        Message::Dispatch(trigger) => layout::delivery_key(&trigger.delivery).ok(),
+        Message::Finalized { .. } => None,
+    }
+}
+
+/// The queue object of a message published once.
+fn claim_key(message: &Message) -> String {
+    layout::queue_key(TOPIC, &format!("{CLAIM}{}", message.id()))
+}
+
+fn is_claim(key: &str) -> bool {
+    key.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with(CLAIM))
 }
 
 /// The publishing side (cheap to clone).
@@ -65,6 +102,7 @@ impl LocalBus {
         let _ = self.sender.send(Envelope {
             message,
             key: None,
+            marker: None,
             failures: 0,
         });
     }
@@ -85,10 +123,28 @@ impl LocalBus {
             };
             match serde_json::from_slice::<Message>(&object.bytes) {
                 Ok(message) => {
+                    let marker = if is_claim(&key) {
+                        marker_of(&message)
+                    } else {
+                        None
+                    };
+                    if let Some(marker) = &marker {
+                        let handled = self
+                            .store
+                            .generation(marker)
+                            .await
+                            .map_err(|error| BusError::Unavailable(error.to_string()))?;
+                        if handled.is_some() {
+                            // Handled by a process that died before deleting it.
+                            let _ = self.store.delete(&key).await;
+                            continue;
+                        }
+                    }
                     replayed += 1;
                     let _ = self.sender.send(Envelope {
                         message,
                         key: Some(key),
+                        marker,
                         failures: 0,
                     });
                 }
@@ -116,9 +172,66 @@ impl EventBus for LocalBus {
             .send(Envelope {
                 message: message.clone(),
                 key: Some(key),
+                marker: None,
                 failures: 0,
             })
             .map_err(|_| BusError::Unavailable("the bus is closed".into()))
+    }
+
+    /// One create-only write before the answer (see the module's text)
+    /// when `marker` is the message's own marker in this bus's bucket; else
+    /// the port's way (marker, then message).
+    async fn publish_once(
+        &self,
+        store: &dyn ObjectStore,
+        marker: &str,
+        message: &Message,
+    ) -> Result<Published, PublishOnceError> {
+        let same_bucket =
+            std::ptr::addr_eq(store as *const dyn ObjectStore, Arc::as_ptr(&self.store));
+        if !same_bucket || marker_of(message).as_deref() != Some(marker) {
+            return crate::ports::bus::publish_once_apart(self, store, marker, message).await;
+        }
+        // Handled before: the marker is final (a repeat costs one look-up).
+        if self.store.generation(marker).await?.is_some() {
+            return Ok(Published::Duplicate);
+        }
+        let key = claim_key(message);
+        let bytes = serde_json::to_vec(message)
+            .map_err(|error| BusError::Unavailable(format!("cannot encode: {error}")))?;
+        match self
+            .store
+            .put(&key, bytes, "application/json", Precondition::DoesNotExist)
+            .await
+        {
+            Ok(_) => {}
+            // Waiting or being handled.
+            Err(StoreError::PreconditionFailed(_)) => return Ok(Published::Duplicate),
+            Err(error) => return Err(error.into()),
+        }
+        // Handled (and its claim deleted) since the first look-up?
+        let handled = match self.store.generation(marker).await {
+            Ok(handled) => handled.is_some(),
+            Err(error) => {
+                let _ = self.store.delete(&key).await;
+                return Err(error.into());
+            }
+        };
+        if handled {
+            let _ = self.store.delete(&key).await;
+            return Ok(Published::Duplicate);
+        }
+        let sent = self.sender.send(Envelope {
+            message: message.clone(),
+            key: Some(key.clone()),
+            marker: Some(marker.to_owned()),
+            failures: 0,
+        });
+        if sent.is_err() {
+            let _ = self.store.delete(&key).await;
+            return Err(BusError::Unavailable("the bus is closed".into()).into());
+        }
+        Ok(Published::Accepted)
     }
 }
 
@@ -167,9 +280,175 @@ async fn deliver(
         let wait: Duration = backoff.delay(envelope.failures);
         tokio::time::sleep(wait).await;
         let _ = bus.sender.send(envelope);
-    } else if let Some(key) = &envelope.key
+        return;
+    }
+    if let Some(marker) = &envelope.marker
+        && let Err(error) = create_once(bus.store.as_ref(), marker).await
+    {
+        // The queue object stays the delivery's claim; the next start
+        // delivers it again (handling is idempotent).
+        tracing::warn!(%marker, %error, "cannot mark a handled delivery; it will be delivered again");
+        return;
+    }
+    if let Some(key) = &envelope.key
         && let Err(error) = bus.store.delete(key).await
     {
         tracing::warn!(%key, %error, "cannot remove a handled message; it will be delivered again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::adapters::local::store::LocalDirStore;
+    use crate::domain::repo::{CommitSha, InstallationId, RepoRef};
+    use crate::domain::trigger::Trigger;
+
+    fn dispatch(delivery: &str) -> Message {
+        Message::Dispatch(Trigger {
+            delivery: delivery.into(),
+            installation: InstallationId(7),
+            repo: RepoRef::parse("o/r").expect("repo"),
+            head_sha: CommitSha::try_from("a".repeat(40)).expect("sha"),
+            base: Some("main".into()),
+            only: None,
+            rerun: false,
+            git_ref: None,
+        })
+    }
+
+    /// Records what it handles; waits on `gate` first when one is set.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        seen: Mutex<Vec<Message>>,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    }
+
+    #[async_trait]
+    impl MessageHandler for Recorder {
+        async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
+            if let Some(gate) = &self.gate {
+                let _ = gate.acquire().await;
+            }
+            self.seen.lock().expect("lock").push(message.clone());
+            Ok(())
+        }
+    }
+
+    fn backoff() -> Backoff {
+        Backoff::new(Duration::from_millis(10), Duration::from_millis(50))
+    }
+
+    async fn settled(store: &dyn ObjectStore, marker: &str) {
+        for _ in 0..500 {
+            if store
+                .generation(marker)
+                .await
+                .expect("generation")
+                .is_some()
+                && store
+                    .list(&layout::queue_prefix(TOPIC))
+                    .await
+                    .expect("list")
+                    .is_empty()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the message was never handled and marked");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_is_published_once_waiting_running_and_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path()).expect("store"));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let recorder = Arc::new(Recorder {
+            seen: Mutex::default(),
+            gate: Some(gate.clone()),
+        });
+        let (bus, worker) = LocalBus::new(store.clone(), backoff());
+        let tracker = TaskTracker::new();
+        tokio::spawn(worker.run(recorder.clone(), tracker.clone()));
+        let message = dispatch("d-1");
+        let marker = layout::delivery_key("d-1").expect("key");
+        let once = || bus.publish_once(store.as_ref(), &marker, &message);
+        assert_eq!(once().await.expect("first"), Published::Accepted);
+        // One object before the answer: the claim, which is the queued message.
+        assert_eq!(
+            store.list("").await.expect("list"),
+            vec![claim_key(&message)]
+        );
+        assert_eq!(once().await.expect("while running"), Published::Duplicate);
+        gate.add_permits(10);
+        settled(store.as_ref(), &marker).await;
+        assert_eq!(once().await.expect("after"), Published::Duplicate);
+        assert_eq!(
+            store
+                .list(&layout::queue_prefix(TOPIC))
+                .await
+                .expect("list"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            recorder.seen.lock().expect("lock").as_slice(),
+            std::slice::from_ref(&message)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_delivers_claims_not_yet_marked_and_drops_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path()).expect("store"));
+        // What a killed process left: two claims, one of them handled and
+        // marked before the kill, and a message of the older kind.
+        let (pending, handled, older) = (
+            dispatch("d-pending"),
+            dispatch("d-handled"),
+            dispatch("d-older"),
+        );
+        for message in [&pending, &handled] {
+            let bytes = serde_json::to_vec(message).expect("json");
+            store
+                .put(
+                    &claim_key(message),
+                    bytes,
+                    "application/json",
+                    Precondition::DoesNotExist,
+                )
+                .await
+                .expect("claim");
+        }
+        create_once(
+            store.as_ref(),
+            &layout::delivery_key("d-handled").expect("key"),
+        )
+        .await
+        .expect("marker");
+        store
+            .put(
+                &layout::queue_key(TOPIC, &older.id()),
+                serde_json::to_vec(&older).expect("json"),
+                "application/json",
+                Precondition::None,
+            )
+            .await
+            .expect("older");
+        let recorder = Arc::new(Recorder::default());
+        let (bus, worker) = LocalBus::new(store.clone(), backoff());
+        let tracker = TaskTracker::new();
+        tokio::spawn(worker.run(recorder.clone(), tracker.clone()));
+        assert_eq!(bus.replay().await.expect("replay"), 2);
+        settled(
+            store.as_ref(),
+            &layout::delivery_key("d-pending").expect("key"),
+        )
+        .await;
+        let mut seen = recorder.seen.lock().expect("lock").clone();
+        seen.sort_by_key(Message::id);
+        assert_eq!(seen, vec![older, pending]);
     }
 }
