@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(failed.lease, None);
         assert_eq!(failed.retry.failures, 1);
         assert_eq!(failed.retry.not_before, 105.0);
-        assert_eq!(failed.retry.last_error.map(|e| e.len()), Some(MAX_ERROR_CHARS));
+        assert_eq!(
+            failed.retry.last_error.map(|e| e.len()),
+            Some(MAX_ERROR_CHARS)
+        );
         assert!(state.released().lease.is_none());
     }
 }

@@ -30,10 +30,10 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::lease::Leased;
 use crate::domain::check::{CheckState, MAX_RESUBMISSIONS, Phase, Step, Superseded};
 use crate::domain::job::{Job, JobOrigin, JobRecord, JobState, Machine};
 use crate::domain::layout;
+use crate::domain::lease::Leased;
 use crate::domain::notebook::{Notebook, is_notebook_path};
 use crate::domain::outcome::{Outcome, Status};
 use crate::domain::repo::CommitRef;

@@ -583,7 +583,7 @@ async fn ci_scenario(schedule: Schedule, faults: StoreFaults) {
         restarted: false,
     };
     player.run(&schedule).await;
-    player.settle(|world| quiet(world)).await;
+    player.settle(quiet).await;
 
     // One check run per (notebook, attempt), each closed exactly once.
     let runs = world.checks.runs();

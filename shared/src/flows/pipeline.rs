@@ -24,11 +24,11 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::lease::Leased;
 use crate::domain::check::MAX_RESUBMISSIONS;
 use crate::domain::deploy::{DeployStatus, PlannedRequest};
 use crate::domain::job::{JobRecord, JobState};
 use crate::domain::layout;
+use crate::domain::lease::Leased;
 use crate::domain::outcome::{Outcome, Status};
 use crate::domain::pipeline::PipelineSpec;
 use crate::domain::pipeline::spec::DeployTarget;

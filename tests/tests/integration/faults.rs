@@ -42,8 +42,8 @@ use nbci_shared::domain::outcome::{Outcome, Status};
 use nbci_shared::ports::store::{ObjectStore, Precondition, get_json};
 use serde_json::{Value, json};
 
-use super::fake_cloud::{fake_metadata, serve};
 use super::common::nbci_binary;
+use super::fake_cloud::{fake_metadata, serve};
 use super::fake_gcs::FakeGcs;
 use super::fake_github::{APP_ID, FakeGitHub, OWNER, REPO, private_key_pem};
 
@@ -1006,11 +1006,13 @@ url = f"{os.environ['NBCI_TEST_GCS']}/upload/storage/v1/b/{bucket}/o?uploadType=
 request = urllib.request.Request(url, data=json.dumps({'accuracy': 0.93}).encode(), method='POST', headers={'Content-Type': 'application/json'})
 urllib.request.urlopen(request).read()"#;
 
+/// Changed files as the compare API lists them: (path, status).
+type Changed = Vec<(&'static str, &'static str)>;
+/// A commit's files: (path, contents).
+type Tree = Vec<(&'static str, Vec<u8>)>;
+
 /// The checked notebooks, and the whole tree.
-fn repository() -> (
-    Vec<(&'static str, &'static str)>,
-    Vec<(&'static str, Vec<u8>)>,
-) {
+fn repository() -> (Changed, Tree) {
     let parameters = "run_id = 'none'\nartifacts_dir = 'gs://nowhere/x'";
     let changed = vec![("nb/good.ipynb", "modified"), ("nb/bad.ipynb", "added")];
     let tree = vec![
@@ -1404,6 +1406,14 @@ struct Snapshot {
     pipeline: Vec<PipelineView>,
 }
 
+/// A snapshot's checks by notebook, run phases, and deployed versions: what
+/// must not differ from an undisturbed run.
+type Comparable = (
+    BTreeMap<String, Vec<CheckRunView>>,
+    BTreeMap<String, Option<String>>,
+    Vec<(String, Vec<Option<String>>, Option<bool>)>,
+);
+
 impl Snapshot {
     fn is_over(&self) -> bool {
         let checked = repository().0.len();
@@ -1428,13 +1438,7 @@ impl Snapshot {
 
     /// What must be the same as an undisturbed run's: everything but the
     /// names that differ from run to run.
-    fn comparable(
-        &self,
-    ) -> (
-        BTreeMap<String, Vec<CheckRunView>>,
-        BTreeMap<String, Option<String>>,
-        Vec<(String, Vec<Option<String>>, Option<bool>)>,
-    ) {
+    fn comparable(&self) -> Comparable {
         (
             self.checks.clone(),
             self.phases.clone(),

@@ -19,9 +19,9 @@ use proptest::prelude::*;
 
 use super::run::tests::{decision, outcome, pipeline, run_of};
 use super::run::{PipelineRun, RunAction, RunPhase};
-use crate::domain::lease::Leased;
 use crate::domain::deploy::{DeployOperation, DeployStatus};
 use crate::domain::job::JobHandle;
+use crate::domain::lease::Leased;
 use crate::domain::outcome::Status;
 
 const WORKERS: usize = 3;
