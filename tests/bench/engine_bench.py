@@ -67,7 +67,7 @@ def speedup(nbci, notebooks, max_jobs, rounds, env):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--nbci", required=True)
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per notebook")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per notebook")
     parser.add_argument("--speedup-rounds", type=int, default=3)
     parser.add_argument("--notebooks", type=int, default=8)
     parser.add_argument("--max-jobs", type=int, default=4)

@@ -88,9 +88,9 @@ def nbmake_verdicts(junit, names):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--nbci", required=True)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--sequential-rounds", type=int, default=2,
+    parser.add_argument("--sequential-rounds", type=int, default=1,
                         help="rounds of nbci check --jobs 1, the sequential baseline")
     args = parser.parse_args()
     nbci = os.path.abspath(args.nbci)

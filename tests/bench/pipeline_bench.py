@@ -28,7 +28,7 @@ STEPS = [("prepare", {"rows": "150"}), ("train", {}), ("evaluate", {})]
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--nbci", required=True)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     nbci = os.path.abspath(args.nbci)
     env = dict(os.environ, NBCI_PYTHON=sys.executable)

@@ -177,7 +177,15 @@ pub fn export_commit(repo: &Path, commit: &str, dest: &Path) -> Result<UnpackSum
         .map_err(|error| GitError::NoGit(error.to_string()))?;
     let unpacked = match child.stdout.take() {
         Some(stdout) => {
-            unpack_tar_within(std::io::BufReader::new(stdout), dest, MAX_UNPACKED_BYTES)
+            let mut reader = std::io::BufReader::new(stdout);
+            let unpacked = unpack_tar_within(&mut reader, dest, MAX_UNPACKED_BYTES);
+            // The tar reader stops at the end-of-archive blocks; git still
+            // writes the padding of its last record. Reading it to the end
+            // keeps git from dying of SIGPIPE (a failed export, at random).
+            if unpacked.is_ok() {
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            }
+            unpacked
         }
         None => Err(UnpackError::Layout("git archive gave no output".into())),
     };
