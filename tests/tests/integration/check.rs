@@ -196,13 +196,21 @@ fn bad_revisions_and_directories_exit_2() {
 fn sigterm_stops_the_check_saving_what_runs_and_running_nothing_more() {
     let (dir, _first) = repository();
     let repo = dir.path();
-    let sleeper = serde_json::json!({
-        "nbformat": 4, "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "cells": [{"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
-                   "source": "import time\nprint('sleeping', flush=True)\ntime.sleep(120)"}]
-    });
+    // Each notebook says when it is in its long cell by creating a file the
+    // test waits for: a fixed sleep raced the kernel's start on a loaded machine.
+    let signs = tempfile::tempdir().expect("tempdir");
     for name in ["a", "b", "c"] {
+        let sign = signs.path().join(name);
+        let source = format!(
+            "import time, pathlib\nprint('sleeping', flush=True)\npathlib.Path({:?}).touch()\ntime.sleep(120)",
+            sign.display().to_string()
+        );
+        let sleeper = serde_json::json!({
+            "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "cells": [{"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+                       "source": source}]
+        });
         std::fs::write(
             repo.join(format!("nb/slow_{name}.ipynb")),
             serde_json::to_vec(&sleeper).expect("json"),
@@ -221,8 +229,16 @@ fn sigterm_stops_the_check_saving_what_runs_and_running_nothing_more() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("nbci runs");
-    // The first notebook is in its long cell once its kernel answered.
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    let waiting = std::time::Instant::now();
+    while !signs.path().join("a").exists() {
+        assert!(
+            waiting.elapsed().as_secs() < 120,
+            "the first notebook never reached its long cell"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The kernel's "sleeping" output travels to nbci beside the file's creation.
+    std::thread::sleep(std::time::Duration::from_secs(1));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
         nix::sys::signal::Signal::SIGTERM,
