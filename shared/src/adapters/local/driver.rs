@@ -163,6 +163,9 @@ pub(super) struct Driven {
     pub stderr: String,
     /// Whether nbci had to kill the driver at the hard deadline.
     pub killed: bool,
+    /// When a slot took the notebook (RFC 3339) and the clock of that
+    /// moment: a notebook's duration is its own run, not its wait for a slot.
+    pub started: (String, Instant),
 }
 
 /// One notebook waiting for, or bound to, a slot.
@@ -496,6 +499,7 @@ struct Ran {
 
 /// Runs `ticket` on `process` and answers it.
 async fn run_on(pool: &Pool, slot: usize, process: &mut DriverProcess, mut ticket: Ticket) -> Ran {
+    let started = (crate::util::time::now_rfc3339(), Instant::now());
     let token = process.run_token(ticket.id);
     if !process
         .send(&command("run", ticket.id, Some((&ticket.body, &token))))
@@ -508,6 +512,7 @@ async fn run_on(pool: &Pool, slot: usize, process: &mut DriverProcess, mut ticke
             exit,
             stderr: process.stderr_tail(),
             killed: false,
+            started,
         }));
         return Ran {
             driver_alive: false,
@@ -557,6 +562,7 @@ async fn run_on(pool: &Pool, slot: usize, process: &mut DriverProcess, mut ticke
                     exit,
                     stderr: process.stderr_tail(),
                     killed,
+                    started,
                 }));
                 return Ran {
                     driver_alive: false,
@@ -639,6 +645,7 @@ async fn run_on(pool: &Pool, slot: usize, process: &mut DriverProcess, mut ticke
                     exit: None,
                     stderr: String::new(),
                     killed: false,
+                    started,
                 }));
                 return Ran {
                     driver_alive: true,

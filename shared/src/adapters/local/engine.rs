@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::process::Command;
@@ -256,8 +256,6 @@ impl PapermillEngine {
         committed: &Notebook,
         progress: &ProgressSink,
     ) -> Result<Outcome, EngineError> {
-        let started_at = crate::util::time::now_rfc3339();
-        let clock = Instant::now();
         // A stale result from an earlier run must never be read as this run's.
         let _ = std::fs::remove_file(&request.result);
         for path in [&request.output, &request.result] {
@@ -283,6 +281,7 @@ impl PapermillEngine {
             exit,
             stderr,
             killed,
+            started: (started_at, clock),
         } = self
             .pool
             .0
