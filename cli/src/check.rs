@@ -103,8 +103,10 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
     );
 
     // The drivers start (Python, papermill's imports) while the commit is exported.
-    let engine =
-        PapermillEngine::with_settings(Python::discover(None)?, args.limits.engine_settings(jobs));
+    let mut settings = args.limits.engine_settings(jobs);
+    // A slot that runs several notebooks gets its kernels forked, cheaper.
+    settings.fork_kernels = notebooks.len() > jobs;
+    let engine = PapermillEngine::with_settings(Python::discover(None)?, settings);
     engine.warm_up();
     crate::stop_on_signals(&engine);
     let checkout = nbci_shared::util::fs::private_tempdir("nbci-check-", None)

@@ -35,6 +35,14 @@ What differs from `papermill.execute_notebook`, and why:
 - a notebook's outputs are capped (`max_output`, in characters): past the cap
   the kernel is stopped and the notebook fails, so that one notebook printing
   without end cannot exhaust memory or disk;
+- with `--fork-kernels` (nbci passes it when a driver will run many
+  notebooks), Python kernels are forked from a *zygote*: a process that
+  imported what `python -m ipykernel_launcher` imports (about 1 s of CPU
+  per kernel on a small machine, measured) and nothing else, ran no code of any notebook and
+  has one thread. The child becomes the kernel exactly as the launcher would:
+  new session, the notebook's directory, the kernel's environment, the
+  launcher run as `__main__`. Kernels of other kernelspecs, other
+  interpreters or extra environment start as before;
 - every process the kernel starts inherits `NBCI_RUN=<token>` in its
   environment; when the notebook ends, the kernel is stopped and every process
   carrying the token is killed, wherever it went (`!sleep 90 &` runs in a
@@ -59,6 +67,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -111,6 +120,228 @@ try:
 except ImportError as error:  # pragma: no cover - exercised through the Rust side
     missing(error)
     sys.exit(MISSING_MODULE_EXIT)
+
+
+# The zygote (`--fork-kernels`): a process that has imported what a Python
+# kernel imports, forking one kernel per request. Requests on its stdin and
+# answers on its stdout are JSON lines: {"id", "cwd", "env", "args"} ->
+# {"forked": pid, "id"}; and {"exited": pid, "code"} when a kernel ends.
+ZYGOTE_SOURCE = r"""
+import atexit, json, os, runpy, select, sys, threading, traceback
+import ipykernel.kernelapp, ipykernel_launcher  # what the kernel would import first
+
+def answer(message):
+    os.write(1, (json.dumps(message) + "\n").encode())
+
+def become_kernel(request, started):
+    code = 1
+    try:
+        os.setsid()  # as jupyter_client starts kernels: a session of their own
+        os.write(started, b"s")  # the zygote answers once the session exists
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(2, 1)  # the driver's stdout carries its events: not the kernel's
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ["JPY_PARENT_PID"] = str(os.getppid())
+        # `python -m` puts the working directory first on sys.path (`-c`: "").
+        sys.path[0] = os.getcwd()
+        # The kernel application read JPY_PARENT_PID when it was imported,
+        # before there was one: say it on the command line instead.
+        sys.argv = ["-m"] + request["args"] + [f"--IPKernelApp.parent_handle={os.getppid()}"]
+        runpy._run_module_as_main("ipykernel_launcher")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # What interpreter exit does, which os._exit skips.
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+def main():
+    if threading.active_count() != 1:  # forking a threaded process is unsafe
+        answer({"refused": "threads"})
+        return
+    answer({"ready": os.getpid()})
+    pending = b""
+    while True:
+        readable, _, _ = select.select([0], [], [], 0.1)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            answer({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        if not readable:
+            continue
+        chunk = os.read(0, 65536)
+        if not chunk:
+            return
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            request = json.loads(line)
+            # The driver reads the kernel's process group as soon as it has the
+            # pid: it must be the kernel's own by then, never the driver's.
+            started_read, started_write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                become_kernel(request, started_write)
+            os.close(started_write)
+            os.read(started_read, 1)
+            os.close(started_read)
+            answer({"forked": pid, "id": request["id"]})
+
+main()
+"""
+# Environment variables a forked kernel may have that the zygote has not: the
+# ones jupyter_client and nbci set for every kernel.
+KERNEL_ONLY_VARIABLES = {"JPY_PARENT_PID", "JPY_SESSION_NAME", TOKEN_VARIABLE}
+
+
+class ForkedKernel:
+    """A kernel the zygote forked, in the shape of the `subprocess.Popen`
+    jupyter_client's provisioner keeps (poll, wait, signals)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+        self.stdin = self.stdout = self.stderr = None
+        self.exited = threading.Event()
+
+    def ended(self, code):
+        self.returncode = code
+        self.exited.set()
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if not self.exited.wait(timeout):
+            raise subprocess.TimeoutExpired(["kernel"], timeout)
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
+class Zygote:
+    """The zygote process and the kernels it forked."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE_SOURCE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.usable = False
+        self.kernels = {}
+        self.forks = {}
+        self.next_id = 0
+        threading.Thread(target=self.read_answers, daemon=True).start()
+
+    def read_answers(self):
+        for line in self.process.stdout:
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if "ready" in answer:
+                self.usable = True
+                self.ready.set()
+            elif "refused" in answer:
+                self.ready.set()
+            elif "forked" in answer:
+                with self.lock:
+                    waiting = self.forks.pop(answer["id"], None)
+                if waiting is not None:
+                    waiting.append(answer["forked"])
+                    waiting_event = waiting[0]
+                    waiting_event.set()
+            elif "exited" in answer:
+                with self.lock:
+                    kernel = self.kernels.pop(answer["exited"], None)
+                if kernel is not None:
+                    kernel.ended(answer["code"])
+        # The zygote is gone: so are its kernels (they exit with their parent).
+        self.usable = False
+        self.ready.set()
+        with self.lock:
+            kernels, self.kernels = list(self.kernels.values()), {}
+            forks, self.forks = list(self.forks.values()), {}
+        for kernel in kernels:
+            kernel.ended(-signal.SIGKILL)
+        for waiting in forks:
+            waiting[0].set()
+
+    def fork(self, cmd, env, cwd):
+        """A forked kernel for `cmd`, or None when this one must be launched
+        the usual way (not a Python kernel of this interpreter, an
+        environment the zygote lacks, no zygote)."""
+        if not (len(cmd) > 3 and cmd[0] == sys.executable and cmd[1:3] == ["-m", "ipykernel_launcher"]):
+            return None
+        env = dict(env if env is not None else os.environ)
+        differing = {name for name in set(env) | set(os.environ) if env.get(name) != os.environ.get(name)}
+        if differing - KERNEL_ONLY_VARIABLES:
+            return None
+        if not self.ready.wait(30) or not self.usable:
+            return None
+        waiting = [threading.Event()]
+        with self.lock:
+            self.next_id += 1
+            request_id = self.next_id
+            self.forks[request_id] = waiting
+        request = {"id": request_id, "cwd": cwd or os.getcwd(), "env": env, "args": list(cmd[3:])}
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except OSError:
+            return None
+        if not waiting[0].wait(30) or len(waiting) < 2:
+            return None
+        kernel = ForkedKernel(waiting[1])
+        with self.lock:
+            self.kernels[kernel.pid] = kernel
+        return kernel
+
+    def close(self):
+        try:
+            self.process.stdin.close()
+            self.process.wait(5)
+        except Exception:
+            self.process.kill()
+
+
+def use_zygote(zygote):
+    """Makes jupyter_client launch Python kernels through `zygote`."""
+    import jupyter_client.provisioning.local_provisioner as local_provisioner
+
+    launch = local_provisioner.launch_kernel
+
+    def launch_kernel(cmd, **kwargs):
+        kernel = zygote.fork(cmd, kwargs.get("env"), kwargs.get("cwd"))
+        return kernel if kernel is not None else launch(cmd, **kwargs)
+
+    local_provisioner.launch_kernel = launch_kernel
 
 
 def import_papermill():
@@ -692,6 +923,10 @@ def read_requests(loop, driver):
 async def main():
     loop = asyncio.get_running_loop()
     driver = Driver()
+    zygote = None
+    if "--fork-kernels" in sys.argv[1:]:
+        zygote = Zygote()
+        use_zygote(zygote)
     loop.add_signal_handler(signal.SIGTERM, driver.stop)
     threading.Thread(target=read_requests, args=(loop, driver), daemon=True).start()
     # A request already on its way launches its kernel before papermill's import.
@@ -706,6 +941,9 @@ async def main():
         while driver.stops:
             await asyncio.gather(*list(driver.stops), return_exceptions=True)
         return MISSING_MODULE_EXIT
+    finally:
+        if zygote is not None:
+            zygote.close()
     return 0
 
 

@@ -281,6 +281,8 @@ fn open_executor(
                     slots: config.jobs,
                     max_output: Some(config.max_output),
                     max_html: config.max_html,
+                    // A server runs notebook after notebook in each slot.
+                    fork_kernels: true,
                     ..EngineSettings::default()
                 },
             );

@@ -17,6 +17,7 @@ mod integration {
     pub mod fake_gcs;
     pub mod fake_github;
     pub mod faults;
+    pub mod forked_kernels;
     pub mod fuzz_regressions;
     pub mod gcs;
     pub mod github_flow;

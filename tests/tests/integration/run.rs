@@ -357,7 +357,7 @@ fn python_without_papermill() -> std::path::PathBuf {
 }
 
 /// A notebook of code cells, written as `name.ipynb` in `dir`.
-fn write_notebook(dir: &std::path::Path, name: &str, cells: &[&str]) {
+pub(super) fn write_notebook(dir: &std::path::Path, name: &str, cells: &[&str]) {
     let cells: Vec<serde_json::Value> = cells
         .iter()
         .map(|source| {
@@ -377,7 +377,7 @@ fn write_notebook(dir: &std::path::Path, name: &str, cells: &[&str]) {
 }
 
 /// A number no other test uses, to recognise this test's `sleep` processes.
-fn marker() -> String {
+pub(super) fn marker() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     format!(
         "90.{}{:03}",
@@ -390,7 +390,7 @@ fn marker() -> String {
 /// child in the kernel's process group, a child in a session of its own, and
 /// orphans a shell left (`sleep &`), one of them in a session of its own
 /// (`setsid`), which no process-group kill reaches.
-fn background_cells(marker: &str) -> Vec<String> {
+pub(super) fn background_cells(marker: &str) -> Vec<String> {
     vec![
         format!(
             "import os, subprocess, time\n\
@@ -404,7 +404,7 @@ fn background_cells(marker: &str) -> Vec<String> {
 }
 
 /// The live processes whose command line mentions `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
+pub(super) fn processes_with(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -422,7 +422,7 @@ fn processes_with(marker: &str) -> Vec<String> {
 }
 
 /// Waits until `count` processes mention `marker` (the notebook started them).
-fn wait_for_processes(marker: &str, count: usize) {
+pub(super) fn wait_for_processes(marker: &str, count: usize) {
     let started = std::time::Instant::now();
     while processes_with(marker).len() < count {
         assert!(

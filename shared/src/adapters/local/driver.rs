@@ -199,6 +199,8 @@ pub(super) struct Submission {
 pub(super) struct Pool {
     python: Python,
     slots: usize,
+    /// Whether drivers fork kernels from a zygote (`--fork-kernels`).
+    fork_kernels: bool,
     state: Mutex<State>,
     /// Wakes idle workers: a ticket was queued, or the pool is closing.
     wake: Notify,
@@ -241,11 +243,12 @@ enum Take {
 }
 
 impl Pool {
-    pub(super) fn new(python: Python, slots: usize) -> Self {
+    pub(super) fn new(python: Python, slots: usize, fork_kernels: bool) -> Self {
         let slots = slots.max(1);
         Self {
             python,
             slots,
+            fork_kernels,
             state: Mutex::new(State {
                 lookahead: (0..slots).map(|_| None).collect(),
                 drivers: vec![None; slots],
@@ -473,7 +476,7 @@ async fn work(pool: Arc<Pool>, slot: usize) {
 
 async fn spawn_driver(pool: &Pool, slot: usize) -> Result<DriverProcess, EngineError> {
     let number = pool.next_driver.fetch_add(1, Ordering::Relaxed);
-    let process = DriverProcess::spawn(&pool.python, number).await?;
+    let process = DriverProcess::spawn(&pool.python, number, pool.fork_kernels).await?;
     pool.set_driver(slot, process.pid);
     Ok(process)
 }
@@ -681,14 +684,17 @@ struct DriverProcess {
 }
 
 impl DriverProcess {
-    async fn spawn(python: &Python, number: u64) -> Result<Self, EngineError> {
+    async fn spawn(python: &Python, number: u64, fork_kernels: bool) -> Result<Self, EngineError> {
         let spawn_error = |error: std::io::Error| EngineError::Spawn {
             python: python.interpreter.clone(),
             reason: describe_io_error(&error),
         };
-        let mut child = Command::new(&python.interpreter)
-            .arg("-c")
-            .arg(DRIVER)
+        let mut command = Command::new(&python.interpreter);
+        command.arg("-c").arg(DRIVER);
+        if fork_kernels {
+            command.arg("--fork-kernels");
+        }
+        let mut child = command
             .env("PYTHONUNBUFFERED", "1")
             .env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
             .stdin(Stdio::piped())
