@@ -127,7 +127,7 @@ except ImportError as error:  # pragma: no cover - exercised through the Rust si
 # answers on its stdout are JSON lines: {"id", "cwd", "env", "args"} ->
 # {"forked": pid, "id"}; and {"exited": pid, "code"} when a kernel ends.
 ZYGOTE_SOURCE = r"""
-import atexit, json, os, runpy, select, sys, threading, traceback
+import atexit, json, os, runpy, select, sys, threading, time, traceback
 import ipykernel.kernelapp, ipykernel_launcher  # what the kernel would import first
 
 def answer(message):
@@ -166,6 +166,17 @@ def become_kernel(request, started):
         finally:
             os._exit(code)
 
+# Answers for every kernel that ended; False once no kernel is left.
+def reap():
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+        answer({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
 def main():
     if threading.active_count() != 1:  # forking a threaded process is unsafe
         answer({"refused": "threads"})
@@ -174,18 +185,17 @@ def main():
     pending = b""
     while True:
         readable, _, _ = select.select([0], [], [], 0.1)
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            answer({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        reap()
         if not readable:
             continue
         chunk = os.read(0, 65536)
         if not chunk:
+            # The driver stopped its kernels before closing: wait for them
+            # (briefly), so that none is left a zombie for init and their CPU
+            # time counts, as a launched kernel's does, in the driver's.
+            deadline = time.monotonic() + 3
+            while reap() and time.monotonic() < deadline:
+                time.sleep(0.02)
             return
         pending += chunk
         while b"\n" in pending:
