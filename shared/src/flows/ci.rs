@@ -123,11 +123,9 @@ pub fn view_token(key: &Secret, prefix: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CiError {
-    #[error("bucket: {0}")]
-    Store(#[from] StoreError),
-    /// Occurs when an object in the bucket is not what nbci wrote.
-    #[error("{key} is not what nbci wrote: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// Occurs when the bucket fails, or holds an object nbci did not write.
+    #[error(transparent)]
+    Bucket(#[from] JsonObjectError),
     /// Occurs when the code host fails while dispatching.
     #[error("code host: {0}")]
     Remote(#[from] RemoteError),
@@ -136,15 +134,9 @@ pub enum CiError {
     Archive(String),
 }
 
-impl From<JsonObjectError> for CiError {
-    fn from(error: JsonObjectError) -> Self {
-        match error {
-            JsonObjectError::Store(error) => Self::Store(error),
-            JsonObjectError::Corrupt { key, reason } => Self::Corrupt { key, reason },
-            error @ JsonObjectError::KeepsChanging { .. } => {
-                Self::Store(StoreError::Unavailable(error.to_string()))
-            }
-        }
+impl From<StoreError> for CiError {
+    fn from(error: StoreError) -> Self {
+        Self::Bucket(error.into())
     }
 }
 
@@ -152,10 +144,9 @@ impl CiError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            CiError::Store(error) => error.is_transient(),
+            CiError::Bucket(error) => error.is_transient(),
             CiError::Remote(error) => error.is_transient(),
             CiError::Archive(_) => true,
-            CiError::Corrupt { .. } => false,
         }
     }
 }
@@ -535,9 +526,9 @@ impl Ci {
                 Ok(true)
             }
             Ok(None) => Ok(false),
-            Err(JsonObjectError::KeepsChanging { .. }) => Err(CiError::Store(
-                StoreError::Unavailable(format!("{key} keeps changing under a re-run")),
-            )),
+            Err(JsonObjectError::KeepsChanging { .. }) => {
+                Err(StoreError::Unavailable(format!("{key} keeps changing under a re-run")).into())
+            }
             Err(error) => Err(error.into()),
         }
     }

@@ -114,11 +114,9 @@ impl Deployers {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
-    #[error("bucket: {0}")]
-    Store(#[from] StoreError),
-    /// Occurs when an object in the bucket is not what nbci wrote.
-    #[error("{key} is not what nbci wrote: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// Occurs when the bucket fails, or holds an object nbci did not write.
+    #[error(transparent)]
+    Bucket(#[from] JsonObjectError),
     /// Occurs when a deployer refuses or cannot be reached.
     #[error("{0}")]
     Remote(#[from] RemoteError),
@@ -128,24 +126,18 @@ pub enum PipelineError {
     Refused(String),
 }
 
-impl From<JsonObjectError> for PipelineError {
-    fn from(error: JsonObjectError) -> Self {
-        match error {
-            JsonObjectError::Store(error) => Self::Store(error),
-            JsonObjectError::Corrupt { key, reason } => Self::Corrupt { key, reason },
-            error @ JsonObjectError::KeepsChanging { .. } => {
-                Self::Store(StoreError::Unavailable(error.to_string()))
-            }
-        }
+impl From<StoreError> for PipelineError {
+    fn from(error: StoreError) -> Self {
+        Self::Bucket(error.into())
     }
 }
 
 impl PipelineError {
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Store(error) => error.is_transient(),
+            Self::Bucket(error) => error.is_transient(),
             Self::Remote(error) => error.is_transient(),
-            Self::Corrupt { .. } | Self::Refused(_) => false,
+            Self::Refused(_) => false,
         }
     }
 }
@@ -231,7 +223,7 @@ impl Pipelines {
         let scratch = tempfile::Builder::new()
             .prefix("nbci-spec-")
             .tempdir()
-            .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?;
+            .map_err(|error| PipelineError::from(StoreError::Unavailable(error.to_string())))?;
         let archive = scratch.path().join("source.tar.gz");
         if !self.store.get_to_file(&key, &archive).await? {
             sources.download_archive(commit, &archive).await?;
@@ -258,8 +250,8 @@ impl Pipelines {
             Ok::<_, std::io::Error>((spec, names))
         })
         .await
-        .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?
-        .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?;
+        .map_err(|error| PipelineError::from(StoreError::Unavailable(error.to_string())))?
+        .map_err(|error| PipelineError::from(StoreError::Unavailable(error.to_string())))?;
         let (files, names) = read;
         let Some(text) = files.get(layout::PIPELINE_SPEC_FILE) else {
             return Ok(None);

@@ -222,19 +222,31 @@ where
     })
 }
 
-/// Why a JSON object could not be read or written.
+/// Why a JSON object could not be read or written: the bucket's part of
+/// every flow's error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JsonObjectError {
-    #[error(transparent)]
+    #[error("bucket: {0}")]
     Store(#[from] StoreError),
     /// Occurs when an object is not the JSON nbci wrote there.
     #[error("{key} is not what nbci wrote: {reason}")]
     Corrupt { key: String, reason: String },
     /// Occurs when [`update_json`] found another writer's newer write on
-    /// every attempt: transient.
-    #[error("{key} keeps changing")]
+    /// every attempt: transient, as the storage being unavailable.
+    #[error("bucket: storage unavailable: {key} keeps changing")]
     KeepsChanging { key: String },
+}
+
+impl JsonObjectError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(error) => error.is_transient(),
+            Self::Corrupt { .. } => false,
+            Self::KeepsChanging { .. } => true,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +310,19 @@ mod tests {
         .expect("updated");
         assert_eq!(answer, "found");
         assert_eq!(seen, [None, Some(1)]);
+    }
+
+    #[test]
+    fn bucket_errors_read_as_the_flows_report_them() {
+        let down = JsonObjectError::from(StoreError::Unavailable("down".into()));
+        assert_eq!(down.to_string(), "bucket: storage unavailable: down");
+        assert!(down.is_transient());
+        let busy = JsonObjectError::KeepsChanging { key: "k".into() };
+        assert_eq!(
+            busy.to_string(),
+            "bucket: storage unavailable: k keeps changing"
+        );
+        assert!(busy.is_transient());
     }
 
     #[tokio::test]
