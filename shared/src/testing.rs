@@ -429,6 +429,27 @@ impl crate::ports::deployer::Deployer for FakeDeployer {
     }
 }
 
+/// `put_file` of a test store that holds objects whole: reads the file and
+/// puts its bytes (through `store.put`, so a [`FaultyStore`] counts the call).
+/// Not a default of the port: a real store must stream the file.
+async fn put_file_whole(
+    store: &dyn crate::ports::store::ObjectStore,
+    key: &str,
+    path: &Path,
+    content_type: &str,
+    precondition: crate::ports::store::Precondition,
+) -> Result<i64, crate::ports::store::StoreError> {
+    let bytes = std::fs::read(path).map_err(|error| local_file_error(path, &error))?;
+    store.put(key, bytes, content_type, precondition).await
+}
+
+fn local_file_error(path: &Path, error: &std::io::Error) -> crate::ports::store::StoreError {
+    crate::ports::store::StoreError::LocalFile {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    }
+}
+
 /// A bucket in memory, with the generation semantics of GCS: every write
 /// gets a new generation, never reused for a key (not even after a delete).
 #[derive(Debug, Default)]
@@ -493,12 +514,7 @@ impl crate::ports::store::ObjectStore for MemoryStore {
         content_type: &str,
         precondition: crate::ports::store::Precondition,
     ) -> Result<i64, crate::ports::store::StoreError> {
-        let bytes =
-            std::fs::read(path).map_err(|error| crate::ports::store::StoreError::LocalFile {
-                path: path.display().to_string(),
-                reason: error.to_string(),
-            })?;
-        self.put(key, bytes, content_type, precondition).await
+        put_file_whole(self, key, path, content_type, precondition).await
     }
 
     async fn get_to_file(
@@ -509,12 +525,7 @@ impl crate::ports::store::ObjectStore for MemoryStore {
         let Some(object) = self.get(key).await? else {
             return Ok(false);
         };
-        std::fs::write(path, object.bytes).map_err(|error| {
-            crate::ports::store::StoreError::LocalFile {
-                path: path.display().to_string(),
-                reason: error.to_string(),
-            }
-        })?;
+        std::fs::write(path, object.bytes).map_err(|error| local_file_error(path, &error))?;
         Ok(true)
     }
 
@@ -638,12 +649,7 @@ impl crate::ports::store::ObjectStore for FaultyStore {
         content_type: &str,
         precondition: crate::ports::store::Precondition,
     ) -> Result<i64, crate::ports::store::StoreError> {
-        let bytes =
-            std::fs::read(path).map_err(|error| crate::ports::store::StoreError::LocalFile {
-                path: path.display().to_string(),
-                reason: error.to_string(),
-            })?;
-        self.put(key, bytes, content_type, precondition).await
+        put_file_whole(self, key, path, content_type, precondition).await
     }
 
     async fn get_to_file(

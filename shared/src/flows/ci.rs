@@ -43,7 +43,7 @@ use crate::ports::check_runs::{CheckRunUpdate, CheckRuns};
 use crate::ports::executor::{ExecutorError, NotebookExecutor};
 use crate::ports::sources::Sources;
 use crate::ports::store::{
-    JsonObjectError, ObjectStore, Precondition, StoreError, get_json, put_json,
+    Change, JsonObjectError, ObjectStore, Precondition, StoreError, get_json, put_json, update_json,
 };
 use crate::util::retry::Backoff;
 use crate::util::secret::Secret;
@@ -123,11 +123,9 @@ pub fn view_token(key: &Secret, prefix: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CiError {
-    #[error("bucket: {0}")]
-    Store(#[from] StoreError),
-    /// Occurs when an object in the bucket is not what nbci wrote.
-    #[error("{key} is not what nbci wrote: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// Occurs when the bucket fails, or holds an object nbci did not write.
+    #[error(transparent)]
+    Bucket(#[from] JsonObjectError),
     /// Occurs when the code host fails while dispatching.
     #[error("code host: {0}")]
     Remote(#[from] RemoteError),
@@ -136,12 +134,9 @@ pub enum CiError {
     Archive(String),
 }
 
-impl From<JsonObjectError> for CiError {
-    fn from(error: JsonObjectError) -> Self {
-        match error {
-            JsonObjectError::Store(error) => Self::Store(error),
-            JsonObjectError::Corrupt { key, reason } => Self::Corrupt { key, reason },
-        }
+impl From<StoreError> for CiError {
+    fn from(error: StoreError) -> Self {
+        Self::Bucket(error.into())
     }
 }
 
@@ -149,10 +144,9 @@ impl CiError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            CiError::Store(error) => error.is_transient(),
+            CiError::Bucket(error) => error.is_transient(),
             CiError::Remote(error) => error.is_transient(),
             CiError::Archive(_) => true,
-            CiError::Corrupt { .. } => false,
         }
     }
 }
@@ -506,36 +500,37 @@ impl Ci {
         if !trigger.rerun {
             return Ok(false);
         }
-        for _ in 0..MAX_STEPS_PER_DRIVE {
-            let Some((current, generation)) =
-                get_json::<CheckState>(self.store.as_ref(), &key).await?
-            else {
-                continue;
-            };
-            let Some(next) = current.rerun(&trigger.delivery, now(), |attempt| {
-                self.prepare_job(&commit, notebook, prefix, attempt, spec)
-            }) else {
-                return Ok(false);
-            };
-            match put_json(
-                self.store.as_ref(),
-                &key,
-                &next,
-                Precondition::Generation(generation),
-            )
-            .await
-            {
-                Ok(_) => {
-                    tracing::info!(%notebook, attempt = next.attempt, "re-running a notebook");
-                    return Ok(true);
+        let rerun = update_json(
+            self.store.as_ref(),
+            &key,
+            MAX_STEPS_PER_DRIVE,
+            |current: Option<CheckState>| {
+                let Some(current) = current else {
+                    return Change::ReadAgain;
+                };
+                match current.rerun(&trigger.delivery, now(), |attempt| {
+                    self.prepare_job(&commit, notebook, prefix, attempt, spec)
+                }) {
+                    Some(next) => {
+                        let attempt = next.attempt;
+                        Change::Write(next, Some(attempt))
+                    }
+                    None => Change::Keep(None),
                 }
-                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
-                Err(error) => return Err(error.into()),
+            },
+        )
+        .await;
+        match rerun {
+            Ok(Some(attempt)) => {
+                tracing::info!(%notebook, attempt, "re-running a notebook");
+                Ok(true)
             }
+            Ok(None) => Ok(false),
+            Err(JsonObjectError::KeepsChanging { .. }) => {
+                Err(StoreError::Unavailable(format!("{key} keeps changing under a re-run")).into())
+            }
+            Err(error) => Err(error.into()),
         }
-        Err(CiError::Store(StoreError::Unavailable(format!(
-            "{key} keeps changing under a re-run"
-        ))))
     }
 
     /// A neutral note check on the commit, created once (found by its
@@ -944,32 +939,22 @@ impl Ci {
         attempt: u32,
         outcome: Outcome,
     ) -> Result<ResultHandling, CiError> {
-        let key = layout::check_state_key(prefix);
-        for _ in 0..MAX_STEPS_PER_DRIVE {
-            let Some((state, generation)) =
-                get_json::<CheckState>(self.store.as_ref(), &key).await?
-            else {
-                return Ok(ResultHandling::NotACiJob);
-            };
-            let Some(next) = state.outcome_known(attempt, outcome.clone()) else {
-                return Ok(ResultHandling::Unchanged);
-            };
-            match put_json(
-                self.store.as_ref(),
-                &key,
-                &next,
-                Precondition::Generation(generation),
-            )
-            .await
-            {
-                Ok(_) => return Ok(ResultHandling::Recorded),
-                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(CiError::Store(StoreError::Unavailable(format!(
-            "{key} keeps changing"
-        ))))
+        let handling = update_json(
+            self.store.as_ref(),
+            &layout::check_state_key(prefix),
+            MAX_STEPS_PER_DRIVE,
+            |state: Option<CheckState>| {
+                let Some(state) = state else {
+                    return Change::Keep(ResultHandling::NotACiJob);
+                };
+                match state.outcome_known(attempt, outcome.clone()) {
+                    Some(next) => Change::Write(next, ResultHandling::Recorded),
+                    None => Change::Keep(ResultHandling::Unchanged),
+                }
+            },
+        )
+        .await?;
+        Ok(handling)
     }
 
     /// Looks at every active check: completes those whose job ended without

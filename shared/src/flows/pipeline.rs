@@ -43,7 +43,7 @@ use crate::ports::deployer::Deployer;
 use crate::ports::executor::{ExecutorError, NotebookExecutor};
 use crate::ports::sources::Sources;
 use crate::ports::store::{
-    JsonObjectError, ObjectStore, Precondition, StoreError, get_json, put_json,
+    Change, JsonObjectError, ObjectStore, Precondition, StoreError, get_json, put_json, update_json,
 };
 use crate::util::retry::Backoff;
 use crate::util::time::epoch_seconds;
@@ -114,11 +114,9 @@ impl Deployers {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
-    #[error("bucket: {0}")]
-    Store(#[from] StoreError),
-    /// Occurs when an object in the bucket is not what nbci wrote.
-    #[error("{key} is not what nbci wrote: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// Occurs when the bucket fails, or holds an object nbci did not write.
+    #[error(transparent)]
+    Bucket(#[from] JsonObjectError),
     /// Occurs when a deployer refuses or cannot be reached.
     #[error("{0}")]
     Remote(#[from] RemoteError),
@@ -128,21 +126,18 @@ pub enum PipelineError {
     Refused(String),
 }
 
-impl From<JsonObjectError> for PipelineError {
-    fn from(error: JsonObjectError) -> Self {
-        match error {
-            JsonObjectError::Store(error) => Self::Store(error),
-            JsonObjectError::Corrupt { key, reason } => Self::Corrupt { key, reason },
-        }
+impl From<StoreError> for PipelineError {
+    fn from(error: StoreError) -> Self {
+        Self::Bucket(error.into())
     }
 }
 
 impl PipelineError {
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Store(error) => error.is_transient(),
+            Self::Bucket(error) => error.is_transient(),
             Self::Remote(error) => error.is_transient(),
-            Self::Corrupt { .. } | Self::Refused(_) => false,
+            Self::Refused(_) => false,
         }
     }
 }
@@ -228,7 +223,7 @@ impl Pipelines {
         let scratch = tempfile::Builder::new()
             .prefix("nbci-spec-")
             .tempdir()
-            .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?;
+            .map_err(|error| PipelineError::from(StoreError::Unavailable(error.to_string())))?;
         let archive = scratch.path().join("source.tar.gz");
         if !self.store.get_to_file(&key, &archive).await? {
             sources.download_archive(commit, &archive).await?;
@@ -255,8 +250,8 @@ impl Pipelines {
             Ok::<_, std::io::Error>((spec, names))
         })
         .await
-        .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?
-        .map_err(|error| PipelineError::Store(StoreError::Unavailable(error.to_string())))?;
+        .map_err(|error| PipelineError::from(StoreError::Unavailable(error.to_string())))?
+        .map_err(|error| PipelineError::from(StoreError::Unavailable(error.to_string())))?;
         let (files, names) = read;
         let Some(text) = files.get(layout::PIPELINE_SPEC_FILE) else {
             return Ok(None);
@@ -438,63 +433,59 @@ impl Pipelines {
             Err(error) => return Err(error.into()),
         }
         let lock_key = layout::pipeline_lock_key(&pipeline.name);
-        for _ in 0..MAX_ACTIONS_PER_DRIVE {
-            let current: Option<(PipelineLock, i64)> =
-                get_json(self.store.as_ref(), &lock_key).await?;
-            let (lock, precondition) = match current {
-                Some((lock, generation)) => (lock, Precondition::Generation(generation)),
-                None => (PipelineLock::default(), Precondition::DoesNotExist),
-            };
-            let (next, started) = match lock.admit(trigger.clone()) {
-                Admission::Start { lock } => (lock, Started::Running(trigger.run_id.clone())),
-                Admission::Queued { lock, skipped } => (
+        let admitted = update_json(
+            self.store.as_ref(),
+            &lock_key,
+            MAX_ACTIONS_PER_DRIVE,
+            |lock: Option<PipelineLock>| match lock.unwrap_or_default().admit(trigger.clone()) {
+                Admission::Start { lock } => {
+                    Change::Write(lock, Ok(Started::Running(trigger.run_id.clone())))
+                }
+                Admission::Queued { lock, skipped } => Change::Write(
                     lock,
-                    Started::Queued {
+                    Ok(Started::Queued {
                         run_id: trigger.run_id.clone(),
                         replaced: skipped.map(|t| t.run_id),
-                    },
+                    }),
                 ),
-                Admission::Skipped { reason } => {
-                    // The same trigger again while its run holds the lock:
-                    // the process that admitted it may have died between
-                    // the lock's write and the run's activation (that is why
-                    // its delivery came again), which would leave the lock
-                    // held by a run that nothing sweeps. Activating is safe
-                    // to repeat (a marker, and a drive under the run's lease).
-                    if matches!(reason, crate::domain::pipeline::SkipReason::AlreadyActive) {
-                        self.activate(&run_prefix).await?;
-                    }
-                    return Ok(Started::Skipped {
-                        reason: reason.as_str(),
-                    });
+                Admission::Skipped { reason } => Change::Keep(Err(reason)),
+            },
+        )
+        .await?;
+        let started = match admitted {
+            Ok(started) => started,
+            Err(reason) => {
+                // The same trigger again while its run holds the lock:
+                // the process that admitted it may have died between
+                // the lock's write and the run's activation (that is why
+                // its delivery came again), which would leave the lock
+                // held by a run that nothing sweeps. Activating is safe
+                // to repeat (a marker, and a drive under the run's lease).
+                if matches!(reason, crate::domain::pipeline::SkipReason::AlreadyActive) {
+                    self.activate(&run_prefix).await?;
                 }
-            };
-            match put_json(self.store.as_ref(), &lock_key, &next, precondition).await {
-                Ok(_) => {}
-                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
-                Err(error) => return Err(error.into()),
+                return Ok(Started::Skipped {
+                    reason: reason.as_str(),
+                });
             }
-            match &started {
-                Started::Running(_) => self.activate(&run_prefix).await?,
-                Started::Queued {
-                    replaced: Some(replaced),
-                    ..
-                } => {
-                    let replaced_prefix =
-                        layout::pipeline_run_prefix(&pipeline.name, replaced.as_str());
-                    self.update(&replaced_prefix, |run| {
-                        run.fail("skipped: a newer trigger replaced it in the queue", now())
-                    })
-                    .await?;
-                }
-                _ => {}
+        };
+        match &started {
+            Started::Running(_) => self.activate(&run_prefix).await?,
+            Started::Queued {
+                replaced: Some(replaced),
+                ..
+            } => {
+                let replaced_prefix =
+                    layout::pipeline_run_prefix(&pipeline.name, replaced.as_str());
+                self.update(&replaced_prefix, |run| {
+                    run.fail("skipped: a newer trigger replaced it in the queue", now())
+                })
+                .await?;
             }
-            tracing::info!(pipeline = %pipeline.name, run = %trigger.run_id, ?started, "pipeline trigger admitted");
-            return Ok(started);
+            _ => {}
         }
-        Err(PipelineError::Store(StoreError::Unavailable(format!(
-            "{lock_key} keeps changing"
-        ))))
+        tracing::info!(pipeline = %pipeline.name, run = %trigger.run_id, ?started, "pipeline trigger admitted");
+        Ok(started)
     }
 
     /// Marks the run at `run_prefix` active (swept) and drives it.
@@ -544,31 +535,17 @@ impl Pipelines {
         change: impl Fn(&PipelineRun) -> Option<PipelineRun>,
     ) -> Result<Option<PipelineRun>, PipelineError> {
         let key = layout::pipeline_run_state_key(run_prefix);
-        for _ in 0..MAX_ACTIONS_PER_DRIVE {
-            let Some((run, generation)) =
-                get_json::<PipelineRun>(self.store.as_ref(), &key).await?
-            else {
-                return Ok(None);
-            };
-            let Some(next) = change(&run) else {
-                return Ok(None);
-            };
-            match put_json(
-                self.store.as_ref(),
-                &key,
-                &next,
-                Precondition::Generation(generation),
-            )
-            .await
-            {
-                Ok(_) => return Ok(Some(next)),
-                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(PipelineError::Store(StoreError::Unavailable(format!(
-            "{key} keeps changing"
-        ))))
+        let updated = update_json(
+            self.store.as_ref(),
+            &key,
+            MAX_ACTIONS_PER_DRIVE,
+            |run: Option<PipelineRun>| match run.as_ref().and_then(&change) {
+                Some(next) => Change::Write(next.clone(), Some(next)),
+                None => Change::Keep(None),
+            },
+        )
+        .await?;
+        Ok(updated)
     }
 
     /// Performs the due actions of the run at `run_prefix` until it waits
@@ -812,23 +789,16 @@ impl Pipelines {
                 .and_then(|gate| gate.metrics.clone())
                 .unwrap_or_default(),
         };
-        for _ in 0..MAX_ACTIONS_PER_DRIVE {
-            let current: Option<(DeployedHistory, i64)> =
-                get_json(self.store.as_ref(), &key).await?;
-            let (history, precondition) = match current {
-                Some((history, generation)) => (history, Precondition::Generation(generation)),
-                None => (DeployedHistory::default(), Precondition::DoesNotExist),
-            };
-            let next = history.deployed(deployed.clone());
-            match put_json(self.store.as_ref(), &key, &next, precondition).await {
-                Ok(_) => return Ok(()),
-                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(PipelineError::Store(StoreError::Unavailable(format!(
-            "{key} keeps changing"
-        ))))
+        update_json(
+            self.store.as_ref(),
+            &key,
+            MAX_ACTIONS_PER_DRIVE,
+            |history: Option<DeployedHistory>| {
+                Change::Write(history.unwrap_or_default().deployed(deployed.clone()), ())
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// A run is over: its marker goes, the lock is released, and the run
@@ -836,33 +806,27 @@ impl Pipelines {
     async fn finished(&self, run: &PipelineRun) -> Result<(), PipelineError> {
         self.store.delete(&layout::active_key(&run.prefix)).await?;
         let lock_key = layout::pipeline_lock_key(&run.pipeline);
-        for _ in 0..MAX_ACTIONS_PER_DRIVE {
-            let Some((lock, generation)) =
-                get_json::<PipelineLock>(self.store.as_ref(), &lock_key).await?
-            else {
-                return Ok(());
-            };
-            let Some((next, queued)) = lock.finished(&run.run_id) else {
-                return Ok(());
-            };
-            match put_json(
-                self.store.as_ref(),
-                &lock_key,
-                &next,
-                Precondition::Generation(generation),
-            )
-            .await
-            {
-                Ok(_) => {}
-                Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
-                Err(error) => return Err(error.into()),
-            }
-            tracing::info!(pipeline = %run.pipeline, run = %run.run_id, phase = run.phase.as_str(), "pipeline run over");
-            if let Some(queued) = queued {
-                let prefix = layout::pipeline_run_prefix(&run.pipeline, queued.run_id.as_str());
-                self.activate(&prefix).await?;
-            }
-            return Ok(());
+        let released = update_json(
+            self.store.as_ref(),
+            &lock_key,
+            MAX_ACTIONS_PER_DRIVE,
+            |lock: Option<PipelineLock>| match lock.and_then(|lock| lock.finished(&run.run_id)) {
+                Some((next, queued)) => Change::Write(next, Some(queued)),
+                None => Change::Keep(None),
+            },
+        )
+        .await;
+        let queued = match released {
+            Ok(Some(queued)) => queued,
+            // Not the lock's run (or no lock), or a lock that kept changing:
+            // nothing to release here.
+            Ok(None) | Err(JsonObjectError::KeepsChanging { .. }) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        tracing::info!(pipeline = %run.pipeline, run = %run.run_id, phase = run.phase.as_str(), "pipeline run over");
+        if let Some(queued) = queued {
+            let prefix = layout::pipeline_run_prefix(&run.pipeline, queued.run_id.as_str());
+            self.activate(&prefix).await?;
         }
         Ok(())
     }

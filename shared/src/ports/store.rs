@@ -176,13 +176,165 @@ pub async fn put_json<T: serde::Serialize>(
         .await?)
 }
 
-/// Why a JSON object could not be read or written.
+/// What the change given to [`update_json`] decides about the object it was shown.
+#[derive(Debug)]
+pub enum Change<T, R> {
+    /// Write this value (creating the object if there was none), then answer `R`.
+    Write(T, R),
+    /// Write nothing; answer `R`.
+    Keep(R),
+    /// Read the object again (another writer is expected to settle it).
+    ReadAgain,
+}
+
+/// Reads the JSON object at `key` (`None` when absent), lets `change` decide
+/// what becomes of it, and writes that under the generation it read (or
+/// `DoesNotExist`): a read-modify-write. When another writer came first, it
+/// reads again and asks `change` again, `attempts` times at the most, then
+/// fails with [`JsonObjectError::KeepsChanging`].
+pub async fn update_json<T, R>(
+    store: &dyn ObjectStore,
+    key: &str,
+    attempts: usize,
+    mut change: impl FnMut(Option<T>) -> Change<T, R>,
+) -> Result<R, JsonObjectError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    for _ in 0..attempts {
+        let (current, precondition) = match get_json::<T>(store, key).await? {
+            Some((value, generation)) => (Some(value), Precondition::Generation(generation)),
+            None => (None, Precondition::DoesNotExist),
+        };
+        let (next, answer) = match change(current) {
+            Change::Write(next, answer) => (next, answer),
+            Change::Keep(answer) => return Ok(answer),
+            Change::ReadAgain => continue,
+        };
+        match put_json(store, key, &next, precondition).await {
+            Ok(_) => return Ok(answer),
+            Err(JsonObjectError::Store(StoreError::PreconditionFailed(_))) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(JsonObjectError::KeepsChanging {
+        key: key.to_owned(),
+    })
+}
+
+/// Why a JSON object could not be read or written: the bucket's part of
+/// every flow's error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JsonObjectError {
-    #[error(transparent)]
+    #[error("bucket: {0}")]
     Store(#[from] StoreError),
     /// Occurs when an object is not the JSON nbci wrote there.
     #[error("{key} is not what nbci wrote: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Occurs when [`update_json`] found another writer's newer write on
+    /// every attempt: transient, as the storage being unavailable.
+    #[error("bucket: storage unavailable: {key} keeps changing")]
+    KeepsChanging { key: String },
+}
+
+impl JsonObjectError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(error) => error.is_transient(),
+            Self::Corrupt { .. } => false,
+            Self::KeepsChanging { .. } => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testing::{FaultyStore, MemoryStore, StoreFaults};
+
+    #[tokio::test]
+    async fn an_update_creates_changes_or_keeps() {
+        let store = MemoryStore::default();
+        let bump = |n: Option<u32>| match n {
+            Some(n) if n >= 2 => Change::Keep(Some(n)),
+            n => Change::Write(n.unwrap_or(0) + 1, n),
+        };
+        assert_eq!(
+            update_json(&store, "n.json", 3, bump)
+                .await
+                .expect("updated"),
+            None
+        );
+        assert_eq!(
+            update_json(&store, "n.json", 3, bump)
+                .await
+                .expect("updated"),
+            Some(1)
+        );
+        assert_eq!(
+            update_json(&store, "n.json", 3, bump)
+                .await
+                .expect("updated"),
+            Some(2)
+        );
+        let (n, _) = get_json::<u32>(&store, "n.json")
+            .await
+            .expect("read")
+            .expect("written");
+        assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn an_update_that_lost_its_answer_reads_again_and_sees_its_write() {
+        // Call 0 reads, call 1 writes (its answer lost), call 2 reads again.
+        let store = FaultyStore {
+            inner: Arc::new(MemoryStore::default()),
+            faults: Arc::new(StoreFaults {
+                lose_answer_at: [1].into(),
+                ..StoreFaults::default()
+            }),
+        };
+        let mut seen = Vec::new();
+        let answer = update_json(&store, "n.json", 3, |n: Option<u32>| {
+            seen.push(n);
+            match n {
+                None => Change::Write(1, "wrote"),
+                Some(_) => Change::Keep("found"),
+            }
+        })
+        .await
+        .expect("updated");
+        assert_eq!(answer, "found");
+        assert_eq!(seen, [None, Some(1)]);
+    }
+
+    #[test]
+    fn bucket_errors_read_as_the_flows_report_them() {
+        let down = JsonObjectError::from(StoreError::Unavailable("down".into()));
+        assert_eq!(down.to_string(), "bucket: storage unavailable: down");
+        assert!(down.is_transient());
+        let busy = JsonObjectError::KeepsChanging { key: "k".into() };
+        assert_eq!(
+            busy.to_string(),
+            "bucket: storage unavailable: k keeps changing"
+        );
+        assert!(busy.is_transient());
+    }
+
+    #[tokio::test]
+    async fn an_update_gives_up_after_its_attempts() {
+        let store = MemoryStore::default();
+        let mut asked = 0;
+        let result = update_json(&store, "n.json", 3, |_: Option<u32>| {
+            asked += 1;
+            Change::<u32, ()>::ReadAgain
+        })
+        .await;
+        assert!(matches!(result, Err(JsonObjectError::KeepsChanging { key }) if key == "n.json"));
+        assert_eq!(asked, 3);
+    }
 }
