@@ -121,7 +121,12 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
     // Every notebook is queued at once; the engine runs `jobs` at a time.
     let progress = crate::progress::terminal(true);
     let mut tasks = tokio::task::JoinSet::new();
+    // Tasks start in any order; each queues its notebook only after the one
+    // before has, so that they run in the order listed.
+    let mut previous_queued: Option<tokio::sync::oneshot::Receiver<()>> = None;
     for (order, notebook) in notebooks.iter().enumerate() {
+        let (queued, next_may_queue) = tokio::sync::oneshot::channel();
+        let may_queue = previous_queued.replace(next_may_queue);
         let request = RunRequest {
             name: notebook.clone(),
             input: checkout.path().join(notebook),
@@ -143,9 +148,16 @@ pub async fn check(args: CheckArgs) -> Result<u8, Failure> {
             )
         });
         tasks.spawn(async move {
+            if let Some(may_queue) = may_queue {
+                // An error only says the task before has ended: go on.
+                let _ = may_queue.await;
+            }
             let outcome = match behind_link {
-                Some(reason) => invalid_notebook(&request, &reason).map_err(RunError::from),
-                None => run_one(&engine, request, &progress).await,
+                Some(reason) => {
+                    drop(queued);
+                    invalid_notebook(&request, &reason).map_err(RunError::from)
+                }
+                None => run_one(&engine, request, &progress, queued).await,
             };
             (order, outcome)
         });
@@ -208,6 +220,7 @@ async fn run_one(
     engine: &PapermillEngine,
     request: RunRequest,
     progress: &nbci_shared::adapters::local::engine::ProgressSink,
+    queued: tokio::sync::oneshot::Sender<()>,
 ) -> Result<Outcome, RunError> {
     let committed = match Notebook::read(&request.input) {
         Ok(notebook) => notebook,
@@ -231,7 +244,16 @@ async fn run_one(
     };
     let mut request = request;
     request.timeout = request.timeout.or(environment.timeout);
-    match engine.run(&request, &committed, progress).await {
+    // The engine queues the notebook at the run's first poll.
+    let mut run = std::pin::pin!(engine.run(&request, &committed, progress));
+    let first =
+        std::future::poll_fn(|context| std::task::Poll::Ready(run.as_mut().poll(context))).await;
+    let _ = queued.send(());
+    let ran = match first {
+        std::task::Poll::Ready(ran) => ran,
+        std::task::Poll::Pending => run.await,
+    };
+    match ran {
         Ok(outcome) => {
             crate::run::ensure_written(&request, &outcome)?;
             Ok(outcome)

@@ -229,12 +229,22 @@ fn sigterm_stops_the_check_saving_what_runs_and_running_nothing_more() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("nbci runs");
+    // The notebooks run in the order listed: slow_a first.
     let waiting = std::time::Instant::now();
     while !signs.path().join("a").exists() {
-        assert!(
-            waiting.elapsed().as_secs() < 120,
-            "the first notebook never reached its long cell"
-        );
+        if waiting.elapsed().as_secs() >= 120 {
+            let mut child = child;
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("nbci ends");
+            let started: Vec<_> = std::fs::read_dir(signs.path())
+                .expect("signs")
+                .filter_map(|entry| entry.ok().map(|entry| entry.file_name()))
+                .collect();
+            panic!(
+                "slow_a never reached its long cell (started: {started:?}): {}",
+                describe(&output)
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // The kernel's "sleeping" output travels to nbci beside the file's creation.

@@ -260,6 +260,10 @@ impl PapermillEngine {
     /// Executes `request.input`, writes the executed notebook and then the result
     /// object, and returns the outcome. The input must already be validated
     /// (see [`Notebook::read`]); `committed` is that parsed notebook.
+    ///
+    /// The notebook joins the engine's first-come queue at the future's first
+    /// poll (nothing before that awaits): callers that want an order poll
+    /// their runs once each in that order, as `nbci check` does.
     pub async fn run(
         &self,
         request: &RunRequest,
