@@ -3,25 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::common::{describe, exit_code, nbci, read_json, workspace};
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        describe(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
+use super::common::{describe, exit_code, git, nbci, read_json, workspace};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(workspace().join("tests/notebooks").join(name)).expect("fixture")

@@ -4,12 +4,9 @@
 //! session, environment and working directory, a random state of their own,
 //! and nothing left running after them.
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::Value;
 
-use super::common::{describe, exit_code, nbci, read_json, stream_text};
+use super::common::{describe, exit_code, git, nbci, read_json, stream_text};
 use super::run::{background_cells, marker, processes_with, write_notebook};
 
 /// What a kernel says about itself, as one JSON line.
@@ -34,19 +31,6 @@ fn facts(executed: &Value) -> Value {
         .find_map(|line| line.strip_prefix("FACTS"))
         .unwrap_or_else(|| panic!("no facts in {text}"));
     serde_json::from_str(line).expect("facts are JSON")
-}
-
-fn git(repo: &Path, args: &[&str]) {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(output.status.success(), "git {args:?}: {output:?}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::common::{describe, exit_code, fixtures, nbci_binary, read_json, workspace};
+use super::common::{describe, exit_code, fixtures, git, nbci_binary, read_json, workspace};
 
 /// The address space `nbci` gets in the cases that must not grow: reading
 /// `/dev/zero` into memory would fail (and abort) far below it.
@@ -218,23 +218,6 @@ fn a_full_disk_names_the_file_and_leaves_nothing_half_written() {
         .collect();
     assert_eq!(left, ["big.ipynb"], "nothing half-written is left");
     assert!(took < Duration::from_secs(120), "{took:?}");
-}
-
-fn git(repo: &Path, args: &[&str]) {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        describe(&output)
-    );
 }
 
 /// A commit holding `evil.ipynb -> /dev/zero` ran out of memory, then hung on
