@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 use crate::domain::layout;
@@ -37,6 +37,12 @@ const TOPIC: &str = "local";
 
 /// The name prefix of queue objects that are also a delivery's claim.
 const CLAIM: &str = "claim-";
+
+/// How many messages are handled at once. The rest wait in the channel, a few
+/// hundred bytes each (they are in the bucket too): a burst of webhooks while
+/// GitHub is slow must not become a burst of handlers, each holding its
+/// state in memory while it waits.
+pub const MAX_HANDLED_AT_ONCE: usize = 64;
 
 /// A message on its way, with how often it failed and where it is kept.
 #[derive(Debug)]
@@ -237,13 +243,22 @@ impl EventBus for LocalBus {
 
 impl LocalBusWorker {
     /// Delivers messages to `handler` until every sender is gone, each in its
-    /// own task of `tracker` (so one slow or panicking handler holds up no other).
+    /// own task of `tracker` (so one slow or panicking handler holds up no
+    /// other), at most [`MAX_HANDLED_AT_ONCE`] at a time.
     pub async fn run(mut self, handler: Arc<dyn MessageHandler>, tracker: TaskTracker) {
-        while let Some(envelope) = self.receiver.recv().await {
+        let slots = Arc::new(Semaphore::new(MAX_HANDLED_AT_ONCE));
+        loop {
+            // A slot first: the messages beyond the bound stay in the channel.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(envelope) = self.receiver.recv().await else {
+                return;
+            };
             let handler = handler.clone();
             let bus = self.bus.clone();
             let backoff = self.backoff;
-            tracker.spawn(deliver(bus, handler, envelope, backoff));
+            tracker.spawn(deliver(bus, handler, envelope, backoff, slot));
         }
     }
 }
@@ -253,6 +268,7 @@ async fn deliver(
     handler: Arc<dyn MessageHandler>,
     mut envelope: Envelope,
     backoff: Backoff,
+    slot: OwnedSemaphorePermit,
 ) {
     let outcome = tokio::spawn({
         let handler = handler.clone();
@@ -260,6 +276,8 @@ async fn deliver(
         async move { handler.handle(&message).await }
     })
     .await;
+    // Waiting to deliver again takes no slot.
+    drop(slot);
     let retry = match outcome {
         Ok(Ok(())) => false,
         Ok(Err(HandlerError::Permanent(reason))) => {
@@ -397,6 +415,73 @@ mod tests {
             recorder.seen.lock().expect("lock").as_slice(),
             std::slice::from_ref(&message)
         );
+    }
+
+    /// Counts the handlers running at once; each waits for `gate`.
+    #[derive(Debug)]
+    struct Crowd {
+        running: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+        handled: std::sync::atomic::AtomicUsize,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait]
+    impl MessageHandler for Crowd {
+        async fn handle(&self, _message: &Message) -> Result<(), HandlerError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            let _pass = self.gate.acquire().await.expect("gate");
+            self.running.fetch_sub(1, SeqCst);
+            self.handled.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_is_handled_a_bounded_number_at_a_time_and_all_of_it() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path()).expect("store"));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let crowd = Arc::new(Crowd {
+            running: 0.into(),
+            most: 0.into(),
+            handled: 0.into(),
+            gate: gate.clone(),
+        });
+        let (bus, worker) = LocalBus::new(store.clone(), backoff());
+        tokio::spawn(worker.run(crowd.clone(), TaskTracker::new()));
+        let burst = MAX_HANDLED_AT_ONCE * 3;
+        for n in 0..burst {
+            let message = dispatch(&format!("d-{n}"));
+            let marker = layout::delivery_key(&format!("d-{n}")).expect("key");
+            assert_eq!(
+                bus.publish_once(store.as_ref(), &marker, &message)
+                    .await
+                    .expect("publish"),
+                Published::Accepted
+            );
+        }
+        for _ in 0..500 {
+            if crowd.running.load(SeqCst) == MAX_HANDLED_AT_ONCE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Held there while the handlers wait.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(crowd.running.load(SeqCst), MAX_HANDLED_AT_ONCE);
+        gate.add_permits(burst);
+        for _ in 0..1000 {
+            if crowd.handled.load(SeqCst) == burst {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(crowd.handled.load(SeqCst), burst);
+        assert_eq!(crowd.most.load(SeqCst), MAX_HANDLED_AT_ONCE);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
