@@ -35,6 +35,8 @@ pub struct FakeRun {
     /// What each of those closings said (`conclusion: title`): a closing
     /// repeated after a crash must say the same.
     pub closings: Vec<String>,
+    /// Times its status was asked (`is_completed`).
+    pub status_reads: usize,
 }
 
 /// What a faulty call does.
@@ -52,7 +54,8 @@ pub enum CallFault {
 struct GitHubState {
     runs: BTreeMap<u64, FakeRun>,
     next: u64,
-    /// Faults for the next calls of an operation ("find", "create", "update"),
+    /// Faults for the next calls of an operation ("find", "create", "update",
+    /// "is_completed"),
     /// optionally only for one notebook's check (its name).
     faults: Vec<(String, Option<String>, VecDeque<CallFault>)>,
 }
@@ -88,6 +91,15 @@ impl FakeCheckRuns {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The name of run `id` (empty for an unknown run), which faults match.
+    fn name_of(&self, id: CheckRunId) -> String {
+        self.lock()
+            .runs
+            .get(&id.0)
+            .map(|run| run.name.clone())
+            .unwrap_or_default()
     }
 
     fn fault(&self, operation: &str, name: &str) -> Option<CallFault> {
@@ -151,6 +163,7 @@ impl CheckRuns for FakeCheckRuns {
                 updates: 0,
                 completions: 0,
                 closings: Vec::new(),
+                status_reads: 0,
             },
         );
         match fault {
@@ -167,13 +180,7 @@ impl CheckRuns for FakeCheckRuns {
         id: CheckRunId,
         update: &CheckRunUpdate,
     ) -> Result<(), RemoteError> {
-        let name = self
-            .lock()
-            .runs
-            .get(&id.0)
-            .map(|run| run.name.clone())
-            .unwrap_or_default();
-        let fault = self.fault("update", &name);
+        let fault = self.fault("update", &self.name_of(id));
         match &fault {
             Some(CallFault::Fail(error)) => return Err(error.clone()),
             Some(CallFault::Panic) => panic!("injected panic in update"),
@@ -229,6 +236,23 @@ impl CheckRuns for FakeCheckRuns {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn is_completed(&self, _commit: &CommitRef, id: CheckRunId) -> Result<bool, RemoteError> {
+        match self.fault("is_completed", &self.name_of(id)) {
+            Some(CallFault::Fail(error)) => return Err(error),
+            Some(CallFault::Panic) => panic!("injected panic in is_completed"),
+            Some(CallFault::LoseAnswer) => {
+                return Err(RemoteError::transient("502 Bad Gateway (answer lost)"));
+            }
+            None => {}
+        }
+        let mut state = self.lock();
+        let Some(run) = state.runs.get_mut(&id.0) else {
+            return Err(RemoteError::Permanent(format!("no check run {id}")));
+        };
+        run.status_reads += 1;
+        Ok(run.status == "completed")
     }
 
     fn check_name(&self, notebook: &str) -> String {

@@ -6,7 +6,8 @@
 //! by one generation-conditional write of the next state; a step interrupted
 //! before its write is simply done again, and every side effect is made safe
 //! to repeat (a check run is looked up by its external id before one is
-//! created; a job is submitted once per folder).
+//! created; a job is submitted once per folder; a check run that an earlier
+//! try may have completed is asked about before it is completed).
 //!
 //! ```text
 //! Accepted --check run found or created--> Queued --job.json, in_progress--> Started
@@ -101,6 +102,13 @@ pub struct CheckState {
     pub resubmissions: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// A completion of this attempt's check run may have reached GitHub: set
+    /// by the lease taken before completing. Whoever completes next asks
+    /// GitHub first, so that a completion that landed but was not recorded
+    /// (the process died, the bucket's write failed, GitHub's answer was
+    /// lost) is not sent a second time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completion_sent: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<Superseded>,
     #[serde(default)]
@@ -125,8 +133,10 @@ pub enum Step {
     Submit,
     /// Ask the executor about the job (sweeps only: results normally arrive as events).
     Watch,
-    /// Complete the check run with the outcome.
-    Complete,
+    /// Complete the check run with the outcome. With `verify_first`, a
+    /// completion may have reached GitHub before: ask whether the run is
+    /// completed already, and complete it only if not.
+    Complete { verify_first: bool },
     /// Nothing until this time (seconds since the epoch): a backoff.
     WaitUntil(f64),
     /// The check is over.
@@ -193,6 +203,7 @@ impl CheckState {
             submitted_at: None,
             resubmissions: 0,
             outcome,
+            completion_sent: false,
             superseded: Vec::new(),
             retry: Retry::default(),
             lease: None,
@@ -264,9 +275,23 @@ impl CheckState {
             Phase::Queued => Step::Start,
             Phase::Started => Step::Submit,
             Phase::Running => Step::Watch,
-            Phase::Finishing => Step::Complete,
+            Phase::Finishing => Step::Complete {
+                verify_first: self.completion_sent,
+            },
             Phase::Completed | Phase::Abandoned => Step::Done,
         }
+    }
+
+    /// The state with `holder`'s lease until `now + ttl`, taken to perform
+    /// `step`. Before a completion it also records that a completion may
+    /// reach GitHub: this write lands before the completion is sent, so no
+    /// completion reaches GitHub without the state saying it may have.
+    pub fn leased_for(&self, step: &Step, holder: &str, now: f64, ttl: Duration) -> Self {
+        let mut next = self.leased(holder, now, ttl);
+        if matches!(step, Step::Complete { .. }) {
+            next.completion_sent = true;
+        }
+        next
     }
 
     fn succeeded(&self) -> Self {
@@ -493,7 +518,12 @@ mod tests {
         let check = check
             .outcome_known(1, outcome(Status::Succeeded))
             .expect("recorded");
-        assert_eq!(check.next_step(100.0), Step::Complete);
+        assert_eq!(
+            check.next_step(100.0),
+            Step::Complete {
+                verify_first: false
+            }
+        );
         assert!(
             check.outcome_known(1, outcome(Status::Failed)).is_none(),
             "a duplicate changes nothing"
@@ -514,7 +544,12 @@ mod tests {
             0.0,
         );
         let check = check.check_run_ensured(CheckRunId(1));
-        assert_eq!(check.next_step(0.0), Step::Complete);
+        assert_eq!(
+            check.next_step(0.0),
+            Step::Complete {
+                verify_first: false
+            }
+        );
     }
 
     #[test]
@@ -525,8 +560,100 @@ mod tests {
         assert_eq!(check.next_step(0.0), Step::EnsureCheckRun);
         assert_eq!(
             check.check_run_ensured(CheckRunId(3)).next_step(0.0),
-            Step::Complete
+            Step::Complete {
+                verify_first: false
+            }
         );
+    }
+
+    fn finishing() -> CheckState {
+        new_check()
+            .check_run_ensured(CheckRunId(7))
+            .started(None)
+            .submitted(JobHandle("h".into()), 1.0)
+            .outcome_known(1, outcome(Status::Succeeded))
+            .expect("recorded")
+    }
+
+    #[test]
+    fn a_completion_that_may_have_been_sent_is_verified_before_it_is_sent_again() {
+        let check = finishing();
+        let first = check.next_step(100.0);
+        assert_eq!(
+            first,
+            Step::Complete {
+                verify_first: false
+            },
+            "nothing sent yet: complete directly"
+        );
+        // The lease before completing records that a completion may reach
+        // GitHub; the step being performed still completes directly.
+        let leased = check.leased_for(&first, "a", 100.0, Duration::from_secs(30));
+        assert!(leased.completion_sent);
+        assert!(!check.completion_sent, "the state read is unchanged");
+        // Whoever completes after that try (it died, or its answer was lost)
+        // asks GitHub first.
+        assert_eq!(
+            leased.released().next_step(200.0),
+            Step::Complete { verify_first: true }
+        );
+        let retried = leased.failed_transiently("502", 100.0, Duration::from_secs(5));
+        assert_eq!(
+            retried.next_step(105.0),
+            Step::Complete { verify_first: true }
+        );
+        // Other steps' leases change nothing.
+        let started =
+            new_check().leased_for(&Step::EnsureCheckRun, "a", 0.0, Duration::from_secs(30));
+        assert!(!started.completion_sent);
+    }
+
+    #[test]
+    fn a_new_attempt_completes_its_own_run_directly() {
+        let sent = finishing().leased_for(
+            &Step::Complete {
+                verify_first: false,
+            },
+            "a",
+            100.0,
+            Duration::from_secs(30),
+        );
+        let again = sent
+            .rerun("d2", 5.0, |attempt| {
+                Ok(job(&format!("p/attempts/{attempt}")))
+            })
+            .expect("a new attempt")
+            .superseded_closed()
+            .check_run_ensured(CheckRunId(8))
+            .started(None)
+            .submitted(JobHandle("h2".into()), 6.0)
+            .outcome_known(2, outcome(Status::Failed))
+            .expect("recorded");
+        assert!(!again.completion_sent);
+        assert_eq!(
+            again.next_step(7.0),
+            Step::Complete {
+                verify_first: false
+            }
+        );
+    }
+
+    #[test]
+    fn the_flag_is_kept_only_when_set() {
+        let json = serde_json::to_value(finishing()).expect("json");
+        assert!(json.get("completion_sent").is_none(), "{json}");
+        let sent = finishing().leased_for(
+            &Step::Complete {
+                verify_first: false,
+            },
+            "a",
+            100.0,
+            Duration::from_secs(30),
+        );
+        let json = serde_json::to_value(&sent).expect("json");
+        assert_eq!(json["completion_sent"], true);
+        let read: CheckState = serde_json::from_value(json).expect("read back");
+        assert_eq!(read, sent);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //! the push of one commit ask for the same work, events come out of order,
 //! and any process may die between two lines. Each check is created once per
 //! (repository, commit, notebook) with a create-only write; every transition
-//! is a generation-conditional write; every side effect is safe to repeat.
+//! is a generation-conditional write; every side effect is safe to repeat,
+//! and a check run's completion is sent once (after a try that may have sent
+//! it, GitHub is asked first).
 //! Only explicit re-runs run a notebook again, in a folder of their own.
 
 use std::collections::HashSet;
@@ -620,7 +622,7 @@ impl Ci {
             if state.leased_by_other(&holder, now) {
                 return Ok(());
             }
-            let leased = state.leased(&holder, now, self.settings.lease_ttl);
+            let leased = state.leased_for(&step, &holder, now, self.settings.lease_ttl);
             let generation = match put_json(
                 self.store.as_ref(),
                 &key,
@@ -804,7 +806,7 @@ impl Ci {
                     }
                 }
             }
-            Step::Complete => {
+            Step::Complete { verify_first } => {
                 let Some(outcome) = &state.outcome else {
                     // Cannot happen (Finishing always has an outcome); finish anyway.
                     return Ok(state.completed());
@@ -812,6 +814,20 @@ impl Ci {
                 let Some(id) = state.check_run else {
                     return Ok(state.completed());
                 };
+                if verify_first {
+                    match self.checks.is_completed(commit, id).await {
+                        Ok(true) => {
+                            tracing::info!(check = %state.prefix, check_run = %id, "an earlier try completed the check run; not completing it again");
+                            return Ok(state.completed());
+                        }
+                        Ok(false) => {}
+                        Err(error) if error.is_transient() => return Ok(retry_later(&error)),
+                        Err(error) => {
+                            // Completing it is what is left to do either way.
+                            tracing::warn!(check = %state.prefix, %error, "cannot ask GitHub whether the check run is completed; completing it");
+                        }
+                    }
+                }
                 let committed = match self
                     .store
                     .get(&layout::job_file(
@@ -1304,6 +1320,15 @@ mod tests {
             ResultHandling::Unchanged
         );
         assert_eq!(world.checks.runs().len(), 2, "one run per notebook");
+        assert!(
+            world
+                .checks
+                .runs()
+                .values()
+                .all(|r| r.completions == 1 && r.status_reads == 0),
+            "completed once, without asking GitHub first: {:#?}",
+            world.checks.runs()
+        );
         world.until("markers removed", |_| true).await;
         let _ = world.ci.sweep(false).await.expect("sweep");
         assert!(world.store.list("active/").await.expect("list").is_empty());
@@ -1363,6 +1388,87 @@ mod tests {
             .await;
         assert_eq!(world.checks.runs().len(), 1);
         assert_eq!(world.state("a.ipynb").await.phase, Phase::Completed);
+    }
+
+    /// Runs `a.ipynb` until it is in progress, arms `faults` (operation and
+    /// its faults), finishes the job, and waits until its check is completed
+    /// on GitHub and in the bucket.
+    async fn complete_with_faults(faults: &[(&str, Vec<CallFault>)]) -> World {
+        let good = notebook("{}");
+        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("in progress", |c| {
+                c.runs().values().any(|r| r.status == "in_progress")
+            })
+            .await;
+        for (operation, faults) in faults {
+            world.checks.inject(operation, None, faults.clone());
+        }
+        world
+            .finish(
+                &world.executor.submissions_of("a.ipynb")[0],
+                Status::Succeeded,
+            )
+            .await;
+        for _ in 0..500 {
+            if world.state("a.ipynb").await.phase == Phase::Completed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(world.state("a.ipynb").await.phase, Phase::Completed);
+        world
+    }
+
+    #[tokio::test]
+    async fn a_completion_whose_answer_was_lost_is_not_sent_again() {
+        // GitHub completes the run but its answer is lost; the first ask
+        // whether it is completed fails too (transiently).
+        let world = complete_with_faults(&[
+            ("update", vec![CallFault::LoseAnswer]),
+            (
+                "is_completed",
+                vec![CallFault::Fail(RemoteError::transient("503"))],
+            ),
+        ])
+        .await;
+        let run = &world.checks.runs_of("a.ipynb")[0];
+        assert_eq!(
+            (run.status, run.conclusion.as_deref()),
+            ("completed", Some("success"))
+        );
+        assert_eq!(run.completions, 1, "completed once: {run:#?}");
+        assert_eq!(run.status_reads, 1, "{run:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_completion_that_did_not_land_is_sent_again_even_if_github_cannot_say() {
+        // The completion fails before GitHub takes it; asking GitHub then
+        // fails for good: completing is what is left to do.
+        let world = complete_with_faults(&[
+            (
+                "update",
+                vec![CallFault::Fail(RemoteError::transient("502"))],
+            ),
+            (
+                "is_completed",
+                vec![CallFault::Fail(RemoteError::Permanent(
+                    "404 Not Found".into(),
+                ))],
+            ),
+        ])
+        .await;
+        let run = &world.checks.runs_of("a.ipynb")[0];
+        assert_eq!(
+            (run.status, run.conclusion.as_deref()),
+            ("completed", Some("success"))
+        );
+        assert_eq!(run.completions, 1, "{run:#?}");
     }
 
     #[tokio::test]

@@ -546,9 +546,11 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Plays the CI part of `schedule` with the first worker's bucket doing
 /// `faults`, then checks the final state.
 async fn ci_scenario(schedule: Schedule, faults: StoreFaults) {
-    // A process that dies (or loses the bucket's answer) between closing a
-    // check run and recording that it did closes it again once it is back:
-    // the same completion, which GitHub takes as it took the first.
+    // A process that dies (or loses the bucket's answer) between cancelling
+    // a superseded attempt's check run and recording that it did cancels it
+    // again once it is back: the same closing, which GitHub takes as it took
+    // the first. A completion is asked about before it is sent again, so the
+    // current attempt's run is completed once whatever happens (below).
     let exact = faults.die_at.is_none() && faults.lose_answer_at.is_empty();
     let world = World::new();
     let mut workers = vec![world.worker("first", faults)];
@@ -626,6 +628,7 @@ async fn ci_scenario(schedule: Schedule, faults: StoreFaults) {
             let conclusion = run.conclusion.as_deref().unwrap_or("");
             if run.external_id == state.external_id() {
                 assert_eq!(conclusion, expected, "{name}: {run:#?}");
+                assert_eq!(run.completions, 1, "{name}: completed again: {run:#?}");
             } else {
                 assert!(
                     conclusion == expected || conclusion == "cancelled",

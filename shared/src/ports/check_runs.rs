@@ -47,13 +47,19 @@ pub trait CheckRuns: Send + Sync + std::fmt::Debug {
         name: &str,
         external_id: &str,
     ) -> Result<CheckRunId, RemoteError>;
-    /// Updates a check run.
+    /// Updates a check run. A completion is sent once: when it fails
+    /// transiently it may still have landed, so the caller asks
+    /// [`CheckRuns::is_completed`] before sending it again.
     async fn update(
         &self,
         commit: &CommitRef,
         id: CheckRunId,
         update: &CheckRunUpdate,
     ) -> Result<(), RemoteError>;
+    /// Whether a check run is completed. A completion whose answer was lost,
+    /// or whose sender died before recording it, may have landed: asking
+    /// before completing the run again keeps it completed once.
+    async fn is_completed(&self, commit: &CommitRef, id: CheckRunId) -> Result<bool, RemoteError>;
     /// The name of a notebook's check run (`nbci / {path}`).
     fn check_name(&self, notebook: &str) -> String;
 }

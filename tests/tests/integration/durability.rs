@@ -365,6 +365,45 @@ async fn github_failures_on_every_call_end_in_one_completed_run_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_whose_answer_is_lost_completes_the_run_once() {
+    let github =
+        FakeGitHub::start_for_any_commit(&[("a.ipynb", "added")], &[("a.ipynb", sleeper(3))]).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&github, data.path(), &[]).await;
+    let sha = "3333333333333333333333333333333333333333";
+    assert_eq!(
+        server
+            .deliver("check_suite", "lost-1", &check_suite(sha))
+            .await,
+        202
+    );
+    let show = || server.log();
+    until(&github, &show, 60, "in progress", |runs| {
+        status_count(runs, "in_progress") == 1
+    })
+    .await;
+    // GitHub completes the run and the answer is lost; asking whether it is
+    // completed fails the first time.
+    github.inject("PATCH", "/check-runs/", Fault::LoseAnswer, 1);
+    github.inject("GET", "/check-runs/", Fault::Status(503), 1);
+    until(&github, &show, 60, "completed", |runs| {
+        status_count(runs, "completed") == 1
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains("not completing it again") {
+        assert!(
+            Instant::now() < deadline,
+            "the completion was never found on GitHub:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_each_completed_once(&github).await;
+    server.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_concurrent_deliveries_for_each_of_twelve_commits_give_one_check_each() {
     let github =
         FakeGitHub::start_for_any_commit(&[("nb.ipynb", "added")], &[("nb.ipynb", sleeper(0))])

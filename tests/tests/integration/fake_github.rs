@@ -317,6 +317,48 @@ impl Respond for CheckRuns {
     }
 }
 
+/// `GET /repos/{owner}/{repo}/check-runs/{id}`: the run as GitHub holds it
+/// (creation merged with updates), or GitHub's 404 for an id it never gave.
+struct GetCheckRun(Arc<Mutex<Journal>>);
+
+impl Respond for GetCheckRun {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut journal = self.0.lock().expect("journal");
+        if !journal.token_ok(request) {
+            return ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"}));
+        }
+        let fault = journal.take_fault(request);
+        if let Some(Fault::Status(status)) = fault {
+            return ResponseTemplate::new(status)
+                .set_body_json(json!({"message": format!("injected {status}")}));
+        }
+        let id: Option<u64> = request
+            .url
+            .path()
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse().ok());
+        let Some(run) = id.and_then(|id| journal.runs.get(&id)) else {
+            return ResponseTemplate::new(404).set_body_json(json!({
+                "message": "Not Found",
+                "documentation_url": "https://docs.github.com/rest/checks/runs#get-a-check-run",
+                "status": "404"}));
+        };
+        // A run created without a status is queued, as GitHub has it.
+        let mut run = run.clone();
+        if run.get("status").is_none() {
+            run["status"] = json!("queued");
+        }
+        let answer = ResponseTemplate::new(200).set_body_json(run);
+        match fault {
+            Some(Fault::LoseAnswer) => ResponseTemplate::new(502)
+                .set_body_string("<html><body>502 Bad Gateway</body></html>"),
+            Some(Fault::Delay(delay)) => answer.set_delay(delay),
+            _ => answer,
+        }
+    }
+}
+
 /// `GET /repos/{owner}/{repo}/commits/{ref}/check-runs`: the runs GitHub holds
 /// for the commit, filtered by `check_name`, as the REST API lists them.
 struct ListCheckRuns(Arc<Mutex<Journal>>);
@@ -494,6 +536,15 @@ impl FakeGitHub {
             .with_priority(1)
             .mount(&server)
             .await;
+        // Before the route of creations and updates, which takes any method.
+        Mock::given(method("GET"))
+            .and(path_regex(format!(
+                r"^/repos/{OWNER}/{REPO}/check-runs/[0-9]+$"
+            )))
+            .respond_with(GetCheckRun(journal.clone()))
+            .with_priority(1)
+            .mount(&server)
+            .await;
         Mock::given(path_regex(format!(
             r"^/repos/{OWNER}/{REPO}/check-runs(/[0-9]+)?$"
         )))
@@ -562,7 +613,8 @@ impl FakeGitHub {
     }
 
     /// Arms `fault` for the next `times` calls whose method is `method` and
-    /// whose path contains `path_contains` (check runs and their listing).
+    /// whose path contains `path_contains` (check runs: their creation,
+    /// updates, reads and listing).
     pub fn inject(&self, method: &str, path_contains: &str, fault: Fault, times: usize) {
         self.journal.lock().expect("journal").faults.push(Injected {
             method: method.to_owned(),

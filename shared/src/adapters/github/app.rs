@@ -159,15 +159,33 @@ impl CheckRuns for GitHubApp {
         update: &CheckRunUpdate,
     ) -> Result<(), RemoteError> {
         let body = update_body(update);
+        // A verdict is sent once (see `CheckRuns::update`); other updates
+        // say the same when repeated, and are retried here.
+        let verdict = matches!(update, CheckRunUpdate::Completed { .. });
         self.as_installation(commit.installation, |token| {
             let body = &body;
             async move {
-                self.client
-                    .update_check_run(&commit.repo, &token, id, body)
-                    .await
+                if verdict {
+                    self.client
+                        .update_check_run_once(&commit.repo, &token, id, body)
+                        .await
+                } else {
+                    self.client
+                        .update_check_run(&commit.repo, &token, id, body)
+                        .await
+                }
             }
         })
         .await
+    }
+
+    async fn is_completed(&self, commit: &CommitRef, id: CheckRunId) -> Result<bool, RemoteError> {
+        let run = self
+            .as_installation(commit.installation, |token| async move {
+                self.client.get_check_run(&commit.repo, &token, id).await
+            })
+            .await?;
+        Ok(run.is_completed())
     }
 
     fn check_name(&self, notebook: &str) -> String {

@@ -316,6 +316,25 @@ pub struct ListedCheckRun {
     pub external_id: Option<String>,
 }
 
+/// A check run as `GET /repos/{owner}/{repo}/check-runs/{id}` answers it:
+/// whether it is completed, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FetchedCheckRun {
+    pub id: CheckRunId,
+    /// `queued`, `in_progress`, `completed`, or one of the statuses only
+    /// GitHub Actions sets (`waiting`, `requested`, `pending`): kept as text,
+    /// so that a status nbci never sets is read rather than refused.
+    pub status: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+}
+
+impl FetchedCheckRun {
+    pub fn is_completed(&self) -> bool {
+        self.status == "completed"
+    }
+}
+
 /// A client of GitHub's REST API. Cheap to clone (one connection pool).
 #[derive(Debug, Clone)]
 pub struct GitHubClient {
@@ -546,15 +565,59 @@ impl GitHubClient {
         id: CheckRunId,
         body: &UpdateCheckRun,
     ) -> Result<(), ClientError> {
+        self.patch_check_run(repo, token, id, body, self.retry.max_attempts)
+            .await
+    }
+
+    /// [`GitHubClient::update_check_run`] in one attempt, for an update that
+    /// must land once (a verdict): when the answer is lost, GitHub may have
+    /// taken it, and a blind retry would send it again. The caller asks
+    /// ([`GitHubClient::get_check_run`]) before trying again.
+    pub async fn update_check_run_once(
+        &self,
+        repo: &RepoRef,
+        token: &Secret,
+        id: CheckRunId,
+        body: &UpdateCheckRun,
+    ) -> Result<(), ClientError> {
+        self.patch_check_run(repo, token, id, body, 1).await
+    }
+
+    async fn patch_check_run(
+        &self,
+        repo: &RepoRef,
+        token: &Secret,
+        id: CheckRunId,
+        body: &UpdateCheckRun,
+        max_attempts: u32,
+    ) -> Result<(), ClientError> {
         let what = "update check run";
         let id = id.to_string();
         let url = self.url(&["repos", repo.owner(), repo.name(), "check-runs", &id]);
-        self.send(what, || {
+        self.send_attempts(what, max_attempts, || {
             self.request(Method::PATCH, url.clone(), token.expose())
                 .json(body)
         })
         .await?;
         Ok(())
+    }
+
+    /// A check run (`GET /repos/{owner}/{repo}/check-runs/{id}`).
+    pub async fn get_check_run(
+        &self,
+        repo: &RepoRef,
+        token: &Secret,
+        id: CheckRunId,
+    ) -> Result<FetchedCheckRun, ClientError> {
+        let what = "get check run";
+        let id = id.to_string();
+        let url = self.url(&["repos", repo.owner(), repo.name(), "check-runs", &id]);
+        let response = self
+            .send(what, || {
+                self.request(Method::GET, url.clone(), token.expose())
+            })
+            .await?;
+        decode(what, response).await
     }
 
     /// The repository's default branch (`GET /repos/{owner}/{repo}`).
@@ -1163,6 +1226,63 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_run_is_read_with_its_status() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/api/v3/repos/octo-org/hello.world/check-runs/4"))
+            .and(bearer_token(TOKEN))
+            .and(header("accept", MEDIA_TYPE))
+            .and(header("x-github-api-version", API_VERSION))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": 4, "head_sha": "ce587453ced02b1526dfb4cb910479d431683101",
+                "external_id": "ci/o/r/a.ipynb/attempts/1", "status": "completed",
+                "conclusion": "failure", "name": "nbci / a.ipynb",
+                "started_at": "2018-05-04T01:14:52Z", "completed_at": "2018-05-04T01:15:52Z",
+                "output": {"title": "a.ipynb failed", "summary": "", "text": null,
+                           "annotations_count": 0, "annotations_url": "https://x"},
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api/v3/repos/octo-org/hello.world/check-runs/5"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": 5, "status": "waiting", "conclusion": null})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api/v3/repos/octo-org/hello.world/check-runs/6"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+                "message": "Not Found",
+                "documentation_url": "https://docs.github.com/rest/checks/runs#get-a-check-run",
+                "status": "404"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        fail_on_unexpected(&server).await;
+        let client = client_for(&server, "/api/v3");
+        let completed = client
+            .get_check_run(&repo(), &token(), CheckRunId(4))
+            .await
+            .expect("read");
+        assert_eq!(completed.id, CheckRunId(4));
+        assert!(completed.is_completed());
+        assert_eq!(completed.conclusion.as_deref(), Some("failure"));
+        let waiting = client
+            .get_check_run(&repo(), &token(), CheckRunId(5))
+            .await
+            .expect("a status nbci never sets is read");
+        assert!(!waiting.is_completed());
+        let error = client
+            .get_check_run(&repo(), &token(), CheckRunId(6))
+            .await
+            .expect_err("unknown run");
+        assert_eq!(error.status(), Some(404));
+        assert!(!error.is_transient(), "{error}");
+    }
+
+    #[tokio::test]
     async fn a_creation_is_never_retried_blindly() {
         // GitHub may have created the run before the 502: only the caller,
         // after looking the run up by its external id, may try again.
@@ -1177,6 +1297,32 @@ pub(crate) mod tests {
         fail_on_unexpected(&server).await;
         let error = client_for(&server, "")
             .create_check_run(&repo(), &token(), &body)
+            .await
+            .expect_err("one attempt");
+        assert!(error.is_transient(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_verdict_is_never_retried_blindly() {
+        // GitHub may have completed the run before the 502: only the
+        // caller, after asking whether it is completed, may try again.
+        let server = MockServer::start().await;
+        let body = checks::UpdateCheckRun {
+            status: Some(checks::CheckStatus::Completed),
+            conclusion: Some(checks::Conclusion::Success),
+            ..checks::UpdateCheckRun::default()
+        };
+        Mock::given(method("PATCH"))
+            .and(path("/repos/octo-org/hello.world/check-runs/4"))
+            .and(bearer_token(TOKEN))
+            .and(body_json(&body))
+            .respond_with(ResponseTemplate::new(502).set_body_string("<html>Bad Gateway</html>"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        fail_on_unexpected(&server).await;
+        let error = client_for(&server, "")
+            .update_check_run_once(&repo(), &token(), CheckRunId(4), &body)
             .await
             .expect_err("one attempt");
         assert!(error.is_transient(), "{error}");
