@@ -801,33 +801,38 @@ impl Pipelines {
         Ok(())
     }
 
-    /// A run is over: its marker goes, the lock is released, and the run
-    /// queued behind it (if any) starts.
+    /// A run is over: the lock passes to the run queued behind it (if any),
+    /// that run is activated, and only then does this run's marker go. In
+    /// that order a process that dies at any line leaves a marker the sweep
+    /// finds: this run's, whose drive comes back here (and activates the
+    /// run the lock names by then), or the next run's.
     async fn finished(&self, run: &PipelineRun) -> Result<(), PipelineError> {
-        self.store.delete(&layout::active_key(&run.prefix)).await?;
         let lock_key = layout::pipeline_lock_key(&run.pipeline);
         let released = update_json(
             self.store.as_ref(),
             &lock_key,
             MAX_ACTIONS_PER_DRIVE,
             |lock: Option<PipelineLock>| match lock.and_then(|lock| lock.finished(&run.run_id)) {
-                Some((next, queued)) => Change::Write(next, Some(queued)),
-                None => Change::Keep(None),
+                Some((next, _)) => Change::Write(next, true),
+                None => Change::Keep(false),
             },
         )
-        .await;
-        let queued = match released {
-            Ok(Some(queued)) => queued,
-            // Not the lock's run (or no lock), or a lock that kept changing:
-            // nothing to release here.
-            Ok(None) | Err(JsonObjectError::KeepsChanging { .. }) => return Ok(()),
-            Err(error) => return Err(error.into()),
-        };
-        tracing::info!(pipeline = %run.pipeline, run = %run.run_id, phase = run.phase.as_str(), "pipeline run over");
-        if let Some(queued) = queued {
-            let prefix = layout::pipeline_run_prefix(&run.pipeline, queued.run_id.as_str());
-            self.activate(&prefix).await?;
+        .await?;
+        if released {
+            tracing::info!(pipeline = %run.pipeline, run = %run.run_id, phase = run.phase.as_str(), "pipeline run over");
         }
+        // Released now or by an earlier try that died before activating
+        // the next run: the run the lock names goes on (activating is safe
+        // to repeat: a marker, and a drive under the run's lease).
+        let next = get_json::<PipelineLock>(self.store.as_ref(), &lock_key)
+            .await?
+            .and_then(|(lock, _)| lock.active)
+            .filter(|active| *active != run.run_id);
+        if let Some(next) = next {
+            self.activate(&layout::pipeline_run_prefix(&run.pipeline, next.as_str()))
+                .await?;
+        }
+        self.store.delete(&layout::active_key(&run.prefix)).await?;
         Ok(())
     }
 
@@ -1398,6 +1403,65 @@ pipelines:
                 run.step_running() == Some(0)
             })
             .await;
+    }
+
+    #[tokio::test]
+    async fn a_process_dying_as_the_lock_passes_on_leaves_the_queued_run_to_the_sweep() {
+        let world = world();
+        let first = trigger("2026-11-30T03:00:00Z");
+        let second = trigger("2026-11-30T03:30:00Z");
+        for trigger in [&first, &second] {
+            world
+                .flow
+                .start(&world.pipeline, trigger.clone(), "src/x.tar.gz")
+                .await
+                .expect("start");
+        }
+        let first_prefix = layout::pipeline_run_prefix("train", first.run_id.as_str());
+        let second_prefix = layout::pipeline_run_prefix("train", second.run_id.as_str());
+        world
+            .until(&first_prefix, "step 1", |run| run.step_running() == Some(0))
+            .await;
+        // What a process left that died right after passing the lock on: the
+        // first run over (its marker still there), the lock naming the
+        // second, which was never activated.
+        world
+            .flow
+            .update(&first_prefix, |run| run.fail("stopped", now()))
+            .await
+            .expect("fail")
+            .expect("failed");
+        put_json(
+            world.store.as_ref(),
+            &layout::pipeline_lock_key("train"),
+            &PipelineLock {
+                active: Some(second.run_id.clone()),
+                queued: None,
+            },
+            Precondition::None,
+        )
+        .await
+        .expect("lock");
+        assert!(
+            world
+                .store
+                .generation(&layout::active_key(&second_prefix))
+                .await
+                .expect("generation")
+                .is_none()
+        );
+        world.flow.sweep().await.expect("sweep");
+        world
+            .until(&second_prefix, "the queued run started", |run| {
+                run.step_running() == Some(0)
+            })
+            .await;
+        let markers = world
+            .store
+            .list(&layout::active_runs_prefix())
+            .await
+            .expect("list");
+        assert_eq!(markers, vec![layout::active_key(&second_prefix)]);
     }
 
     #[tokio::test]
