@@ -608,16 +608,21 @@ mod tests {
         assert!(!started.completion_sent);
     }
 
-    #[test]
-    fn a_new_attempt_completes_its_own_run_directly() {
-        let sent = finishing().leased_for(
+    /// A finishing check with the lease taken to complete it.
+    fn leased_to_complete() -> CheckState {
+        finishing().leased_for(
             &Step::Complete {
                 verify_first: false,
             },
             "a",
             100.0,
             Duration::from_secs(30),
-        );
+        )
+    }
+
+    #[test]
+    fn a_new_attempt_completes_its_own_run_directly() {
+        let sent = leased_to_complete();
         let again = sent
             .rerun("d2", 5.0, |attempt| {
                 Ok(job(&format!("p/attempts/{attempt}")))
@@ -642,14 +647,7 @@ mod tests {
     fn the_flag_is_kept_only_when_set() {
         let json = serde_json::to_value(finishing()).expect("json");
         assert!(json.get("completion_sent").is_none(), "{json}");
-        let sent = finishing().leased_for(
-            &Step::Complete {
-                verify_first: false,
-            },
-            "a",
-            100.0,
-            Duration::from_secs(30),
-        );
+        let sent = leased_to_complete();
         let json = serde_json::to_value(&sent).expect("json");
         assert_eq!(json["completion_sent"], true);
         let read: CheckState = serde_json::from_value(json).expect("read back");
