@@ -34,9 +34,10 @@ use crate::adapters::github::{
 use crate::adapters::local::bus::LocalBus;
 use crate::adapters::local::engine::{EngineSettings, PapermillEngine, ProgressSink, Python};
 use crate::adapters::local::executor::LocalExecutor;
+use crate::adapters::local::journal::ClaimJournal;
 use crate::adapters::local::registry::LocalRegistry;
 use crate::adapters::local::runner::{JobRunner, sweep_checkouts};
-use crate::adapters::local::store::LocalDirStore;
+use crate::adapters::local::store::{LocalDirStore, OpenError};
 use crate::config::{CloudSettings, Config, ConfigError, ExecutorKind, Storage};
 use crate::domain::layout::{ResultKind, classify};
 use crate::domain::pipeline::spec::DeployTarget;
@@ -368,7 +369,18 @@ impl Services {
             }
         };
 
-        let (local_bus, worker) = LocalBus::new(store.clone(), backoff);
+        // With the directory bucket, webhook deliveries are claimed in its journal.
+        let (local_bus, worker) = match &local_store {
+            Some(local) => {
+                let dir = local.journal_dir();
+                let journal = ClaimJournal::open(&dir).map_err(|error| OpenError::Io {
+                    path: dir,
+                    reason: error.to_string(),
+                })?;
+                LocalBus::journaled(store.clone(), journal, backoff)
+            }
+            None => LocalBus::new(store.clone(), backoff),
+        };
         let _ = bus_slot.set(local_bus.clone());
         background.spawn(worker.run(Arc::new(inbox.clone()), background.clone()));
         let bus: Arc<dyn EventBus> = match &config.dispatch_topic {

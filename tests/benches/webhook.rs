@@ -549,7 +549,7 @@ fn method(settings: Settings, body: usize, cores: usize, octokit: &str) -> Strin
          else the machine does. Each nbci round starts a fresh process and holds the fake \
          GitHub's token exchange, so the work nbci hands off waits: the round measures what \
          nbci does before it answers (verify the signature, parse the fields that decide, the \
-         create-only claim that is also the durable queue entry, the log line, the answer). \
+         claim, one line appended to the directory bucket's journal, the log line, the answer). \
          Then the exchange is let go and the CPU nbci spends until every delivery was compared \
          is the work after the hand-off. octokit does nothing after its answer. A ratio is nbci \
          divided by octokit: below 1 means nbci uses less CPU (or time) per delivery; for \

@@ -9,14 +9,18 @@
 //! (not written): what they would complete is found again by the sweep.
 //!
 //! A webhook delivery ([`EventBus::publish_once`]) costs one write before the
-//! answer: its queue object (`queue/{topic}/claim-dispatch-{id}.json`) is
-//! created create-only, and is the delivery's claim while it waits; the
-//! dedupe marker (`deliveries/{id}`) is looked up before and after, and
-//! written once the handler is done, before the queue object is deleted. So at every moment
-//! one of the two exists for an accepted delivery, and a repeat finds it:
-//! the queue object (create-only fails) while it waits or runs, the marker
-//! after. A queue object whose marker exists was handled by a process that
-//! died before deleting it; [`LocalBus::replay`] drops it.
+//! answer, its claim; the dedupe marker (`deliveries/{id}`) is written once
+//! the handler is done, before the claim is let go. So at every moment one
+//! of the two exists for an accepted delivery, and a repeat finds it: the
+//! claim while it waits or runs, the marker after. A claim whose marker
+//! exists was handled by a process that died before letting it go;
+//! [`LocalBus::replay`] drops it. The claim is
+//! - with the directory bucket ([`LocalBus::journaled`]): one line appended
+//!   to the bucket's [`ClaimJournal`], pending claims held in memory (a
+//!   repeat is looked up there, then by its marker);
+//! - with another bucket: a create-only queue object
+//!   (`queue/{topic}/claim-dispatch-{id}.json`), the marker looked up before
+//!   and after it is written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use async_trait::async_trait;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
+use super::journal::{ClaimJournal, Reservation};
 use crate::domain::layout;
 use crate::ports::bus::{
     BusError, EventBus, HandlerError, Message, MessageHandler, PublishOnceError, Published,
@@ -53,6 +58,8 @@ struct Envelope {
     /// The dedupe marker to write once the message is handled (messages
     /// published once).
     marker: Option<String>,
+    /// Whether the message is a claim in the bus's journal.
+    journaled: bool,
     failures: u32,
 }
 
@@ -79,6 +86,8 @@ fn is_claim(key: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct LocalBus {
     store: Arc<dyn ObjectStore>,
+    /// Where deliveries are claimed, with the directory bucket.
+    journal: Option<Arc<ClaimJournal>>,
     sender: mpsc::UnboundedSender<Envelope>,
 }
 
@@ -93,8 +102,30 @@ pub struct LocalBusWorker {
 impl LocalBus {
     /// A bus whose durable messages live in `store`.
     pub fn new(store: Arc<dyn ObjectStore>, backoff: Backoff) -> (Self, LocalBusWorker) {
+        Self::build(store, None, backoff)
+    }
+
+    /// A bus whose durable messages live in `store` (a directory bucket) and
+    /// whose deliveries are claimed in `journal`, kept in the same directory.
+    pub fn journaled(
+        store: Arc<dyn ObjectStore>,
+        journal: ClaimJournal,
+        backoff: Backoff,
+    ) -> (Self, LocalBusWorker) {
+        Self::build(store, Some(Arc::new(journal)), backoff)
+    }
+
+    fn build(
+        store: Arc<dyn ObjectStore>,
+        journal: Option<Arc<ClaimJournal>>,
+        backoff: Backoff,
+    ) -> (Self, LocalBusWorker) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let bus = Self { store, sender };
+        let bus = Self {
+            store,
+            journal,
+            sender,
+        };
         let worker = LocalBusWorker {
             bus: bus.clone(),
             receiver,
@@ -109,6 +140,7 @@ impl LocalBus {
             message,
             key: None,
             marker: None,
+            journaled: false,
             failures: 0,
         });
     }
@@ -151,6 +183,7 @@ impl LocalBus {
                         message,
                         key: Some(key),
                         marker,
+                        journaled: false,
                         failures: 0,
                     });
                 }
@@ -160,7 +193,84 @@ impl LocalBus {
                 }
             }
         }
+        if let Some(journal) = &self.journal {
+            replayed += self.replay_journal(journal).await;
+        }
         Ok(replayed)
+    }
+
+    /// Delivers again the claims of the journal's earlier segments whose
+    /// marker is not written; the others are done.
+    async fn replay_journal(&self, journal: &ClaimJournal) -> usize {
+        let mut replayed = 0;
+        for message in journal.recovered() {
+            let marker = marker_of(&message);
+            if let Some(marker) = &marker {
+                match self.store.generation(marker).await {
+                    Ok(Some(_)) => {
+                        journal.done(&message);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // Delivered again: handling is idempotent.
+                    Err(error) => {
+                        tracing::warn!(%marker, %error, "cannot tell whether a claim was handled; delivering it again")
+                    }
+                }
+            }
+            replayed += 1;
+            let _ = self.sender.send(Envelope {
+                message,
+                key: None,
+                marker,
+                journaled: true,
+                failures: 0,
+            });
+        }
+        replayed
+    }
+
+    /// [`EventBus::publish_once`] with the journal: reserve the id, look the
+    /// marker up, append the claim.
+    async fn publish_journaled(
+        &self,
+        journal: &ClaimJournal,
+        marker: &str,
+        message: &Message,
+    ) -> Result<Published, PublishOnceError> {
+        // Pending (or being claimed by a concurrent repeat).
+        if journal.reserve(message) == Reservation::Held {
+            return Ok(Published::Duplicate);
+        }
+        // Handled before. The marker is written before a handled claim
+        // stops being pending, so a reservation that succeeded finds it.
+        match self.store.generation(marker).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                journal.release(message);
+                return Ok(Published::Duplicate);
+            }
+            Err(error) => {
+                journal.release(message);
+                return Err(error.into());
+            }
+        }
+        journal
+            .append(message)
+            .map_err(|error| StoreError::Unavailable(format!("the claim journal: {error}")))?;
+        let sent = self.sender.send(Envelope {
+            message: message.clone(),
+            key: None,
+            marker: Some(marker.to_owned()),
+            journaled: true,
+            failures: 0,
+        });
+        if sent.is_err() {
+            // Shutting down: the claim is in the journal, and the next
+            // start delivers it.
+            tracing::warn!(message = %message.id(), "the bus is closed; the claim waits for the next start");
+        }
+        Ok(Published::Accepted)
     }
 }
 
@@ -179,6 +289,7 @@ impl EventBus for LocalBus {
                 message: message.clone(),
                 key: Some(key),
                 marker: None,
+                journaled: false,
                 failures: 0,
             })
             .map_err(|_| BusError::Unavailable("the bus is closed".into()))
@@ -197,6 +308,9 @@ impl EventBus for LocalBus {
             std::ptr::addr_eq(store as *const dyn ObjectStore, Arc::as_ptr(&self.store));
         if !same_bucket || marker_of(message).as_deref() != Some(marker) {
             return crate::ports::bus::publish_once_apart(self, store, marker, message).await;
+        }
+        if let Some(journal) = &self.journal {
+            return self.publish_journaled(journal, marker, message).await;
         }
         // Handled before: the marker is final (a repeat costs one look-up).
         if self.store.generation(marker).await?.is_some() {
@@ -231,6 +345,7 @@ impl EventBus for LocalBus {
             message: message.clone(),
             key: Some(key.clone()),
             marker: Some(marker.to_owned()),
+            journaled: false,
             failures: 0,
         });
         if sent.is_err() {
@@ -307,6 +422,11 @@ async fn deliver(
         // delivers it again (handling is idempotent).
         tracing::warn!(%marker, %error, "cannot mark a handled delivery; it will be delivered again");
         return;
+    }
+    if envelope.journaled
+        && let Some(journal) = &bus.journal
+    {
+        journal.done(&envelope.message);
     }
     if let Some(key) = &envelope.key
         && let Err(error) = bus.store.delete(key).await
@@ -415,6 +535,106 @@ mod tests {
             recorder.seen.lock().expect("lock").as_slice(),
             std::slice::from_ref(&message)
         );
+    }
+
+    /// Waits until `journal` holds no pending claim.
+    async fn drained(journal: &ClaimJournal) {
+        for _ in 0..500 {
+            if journal.pending() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} claims still pending", journal.pending());
+    }
+
+    fn journaled(
+        store: &Arc<dyn ObjectStore>,
+        dir: &std::path::Path,
+    ) -> (LocalBus, LocalBusWorker, Arc<ClaimJournal>) {
+        let journal = ClaimJournal::open(dir.join("journal")).expect("journal");
+        let (bus, worker) = LocalBus::journaled(store.clone(), journal, backoff());
+        let journal = bus.journal.clone().expect("journaled");
+        (bus, worker, journal)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journaled_delivery_is_published_once_waiting_running_and_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalDirStore::new(dir.path().join("bucket")).expect("store"));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let recorder = Arc::new(Recorder {
+            seen: Mutex::default(),
+            gate: Some(gate.clone()),
+        });
+        let (bus, worker, journal) = journaled(&store, dir.path());
+        tokio::spawn(worker.run(recorder.clone(), TaskTracker::new()));
+        let message = dispatch("d-1");
+        let marker = layout::delivery_key("d-1").expect("key");
+        let once = || bus.publish_once(store.as_ref(), &marker, &message);
+        assert_eq!(once().await.expect("first"), Published::Accepted);
+        // Before the answer: one line in the journal, no object.
+        assert_eq!(store.list("").await.expect("list"), Vec::<String>::new());
+        assert_eq!(journal.pending(), 1);
+        assert_eq!(once().await.expect("while running"), Published::Duplicate);
+        gate.add_permits(10);
+        settled(store.as_ref(), &marker).await;
+        drained(&journal).await;
+        assert_eq!(once().await.expect("after"), Published::Duplicate);
+        assert_eq!(journal.pending(), 0, "a repeat found handled holds nothing");
+        assert_eq!(
+            recorder.seen.lock().expect("lock").as_slice(),
+            std::slice::from_ref(&message)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_delivers_journaled_claims_not_yet_marked_and_drops_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalDirStore::new(dir.path().join("bucket")).expect("store"));
+        let (pending, handled) = (dispatch("d-pending"), dispatch("d-handled"));
+        {
+            // A process that claims both and dies before handling either;
+            // `d-handled` was handled and marked, its claim not let go.
+            let (bus, _worker, _) = journaled(&store, dir.path());
+            for (message, id) in [(&pending, "d-pending"), (&handled, "d-handled")] {
+                let marker = layout::delivery_key(id).expect("key");
+                assert_eq!(
+                    bus.publish_once(store.as_ref(), &marker, message)
+                        .await
+                        .expect("publish"),
+                    Published::Accepted
+                );
+            }
+            create_once(
+                store.as_ref(),
+                &layout::delivery_key("d-handled").expect("key"),
+            )
+            .await
+            .expect("marker");
+        }
+        let recorder = Arc::new(Recorder::default());
+        let (bus, worker, journal) = journaled(&store, dir.path());
+        // Until replayed, both are held: a redelivery is a duplicate.
+        let marker = layout::delivery_key("d-pending").expect("key");
+        assert_eq!(
+            bus.publish_once(store.as_ref(), &marker, &pending)
+                .await
+                .expect("repeat"),
+            Published::Duplicate
+        );
+        tokio::spawn(worker.run(recorder.clone(), TaskTracker::new()));
+        assert_eq!(bus.replay().await.expect("replay"), 1);
+        settled(store.as_ref(), &marker).await;
+        drained(&journal).await;
+        assert_eq!(
+            recorder.seen.lock().expect("lock").as_slice(),
+            std::slice::from_ref(&pending)
+        );
+        // Only the new process's (empty) segment is left.
+        assert_eq!(journal.segments().expect("segments").len(), 1);
     }
 
     /// Counts the handlers running at once; each waits for `gate`.

@@ -10,6 +10,7 @@
 //! - [`runner`]: one job: stage in, execute, stage out, result last.
 //! - [`executor`]: the NotebookExecutor running jobs here, N at a time.
 //! - [`bus`]: the EventBus as an in-process queue kept in the bucket.
+//! - [`journal`]: the bus's append-only record of claimed webhook deliveries.
 //! - [`git`]: the notebooks a commit changed, and a clean copy of a commit.
 //! - [`reports`]: a terminal table, JUnit XML and Markdown of many outcomes.
 //! - [`registry`]: the Deployer as a model registry folder, whose `CURRENT`
@@ -20,6 +21,7 @@ mod driver;
 pub mod engine;
 pub mod executor;
 pub mod git;
+pub mod journal;
 pub mod process;
 pub mod registry;
 pub mod reports;

@@ -140,6 +140,12 @@ impl LocalDirStore {
         &self.root
     }
 
+    /// Where the local bus keeps its claim journal: in the bucket's
+    /// directory, beside (not among) its objects.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.root.join("journal")
+    }
+
     /// The file holding the object at `key` (which must be valid).
     pub fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         validate_key(key)?;
