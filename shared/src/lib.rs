@@ -30,3 +30,10 @@ pub mod wiring;
 
 #[cfg(test)]
 mod testing;
+
+/// Every program built on this crate (the services, `nbci`, their tests)
+/// allocates with mimalloc: in issue 11's webhook benchmark, glibc's malloc
+/// cost the answer path 51 us of CPU per delivery against 44 us, and the
+/// work after the hand-off 89 us against 52 us.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

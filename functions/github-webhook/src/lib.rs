@@ -227,8 +227,12 @@ async fn accept(state: &WebhookState, request: Request) -> Result<Response, AppE
         tracing::info!(%delivery, "duplicate delivery ignored");
         return Ok(answer(StatusCode::OK, "duplicate delivery"));
     }
+    // Debug only: the delivery's info line is the flow's "dispatched
+    // notebook checks" (delivery, repo, sha and what it started), written
+    // after the hand-off. A line here cost the answer path about a tenth of
+    // its CPU (issue 11's webhook benchmark).
     if let Message::Dispatch(trigger) = &message {
-        tracing::info!(
+        tracing::debug!(
             %delivery,
             event = event_name,
             repo = %trigger.repo,

@@ -22,11 +22,14 @@
 //!   every record starts with its own line break, and a line that does not
 //!   parse is logged and skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap;
 
 use crate::ports::bus::Message;
 
@@ -68,8 +71,9 @@ struct State {
     current: Segment,
     /// Pending claims per segment (absent: none).
     open_claims: BTreeMap<u64, usize>,
-    /// Pending claims by message id.
-    pending: HashMap<String, Claim>,
+    /// Pending claims by message id (looked up on every delivery: hashed
+    /// with Fx, as the ids come from signed deliveries and this journal).
+    pending: FxHashMap<String, Claim>,
     /// The claims earlier processes left, until [`ClaimJournal::recovered`] takes them.
     recovered: Vec<Message>,
 }
@@ -101,7 +105,7 @@ impl ClaimJournal {
         }
         segments.sort_unstable();
         let mut open_claims = BTreeMap::new();
-        let mut pending = HashMap::new();
+        let mut pending = FxHashMap::default();
         let mut recovered = Vec::new();
         for &number in &segments {
             let path = segment_path(&dir, number);
@@ -152,13 +156,13 @@ impl ClaimJournal {
 
     /// Takes the message's id for the caller unless it is pending already.
     pub fn reserve(&self, message: &Message) -> Reservation {
-        let mut state = self.lock();
-        let id = message.id();
-        if state.pending.contains_key(&id) {
-            return Reservation::Held;
+        match self.lock().pending.entry(message.id()) {
+            Entry::Occupied(_) => Reservation::Held,
+            Entry::Vacant(vacant) => {
+                vacant.insert(Claim::Reserved);
+                Reservation::Reserved
+            }
         }
-        state.pending.insert(id, Claim::Reserved);
-        Reservation::Reserved
     }
 
     /// Gives back a reservation that will not be appended.
@@ -185,7 +189,12 @@ impl ClaimJournal {
         match written {
             Ok(segment) => {
                 *state.open_claims.entry(segment).or_insert(0) += 1;
-                state.pending.insert(id, Claim::In(segment));
+                match state.pending.get_mut(&id) {
+                    Some(claim) => *claim = Claim::In(segment),
+                    None => {
+                        state.pending.insert(id, Claim::In(segment));
+                    }
+                }
                 Ok(())
             }
             Err(error) => {
