@@ -17,19 +17,24 @@
 //! [`LocalBus::replay`] drops it. The claim is
 //! - with the directory bucket ([`LocalBus::journaled`]): one line appended
 //!   to the bucket's [`ClaimJournal`], pending claims held in memory (a
-//!   repeat is looked up there, then by its marker);
+//!   repeat is looked up there, then by its marker). While more than
+//!   [`MAX_QUEUED_IN_MEMORY`] messages wait, a new claim waits in the
+//!   journal alone and is read back when the queue has room: a backlog
+//!   (GitHub slow or down for an hour) costs a few dozen bytes of memory
+//!   per delivery, not its message;
 //! - with another bucket: a create-only queue object
 //!   (`queue/{topic}/claim-dispatch-{id}.json`), the marker looked up before
 //!   and after it is written.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use super::journal::{ClaimJournal, Reservation};
+use super::journal::{ClaimJournal, Hold, Reservation};
 use crate::domain::layout;
 use crate::ports::bus::{
     BusError, EventBus, HandlerError, Message, MessageHandler, PublishOnceError, Published,
@@ -48,6 +53,10 @@ const CLAIM: &str = "claim-";
 /// GitHub is slow must not become a burst of handlers, each holding its
 /// state in memory while it waits.
 pub const MAX_HANDLED_AT_ONCE: usize = 64;
+
+/// How many messages may wait in memory; past it, journaled claims wait in
+/// the journal alone (see the module's text).
+pub const MAX_QUEUED_IN_MEMORY: usize = 1024;
 
 /// A message on its way, with how often it failed and where it is kept.
 #[derive(Debug)]
@@ -89,6 +98,10 @@ pub struct LocalBus {
     /// Where deliveries are claimed, with the directory bucket.
     journal: Option<Arc<ClaimJournal>>,
     sender: mpsc::UnboundedSender<Envelope>,
+    /// How many messages are in the channel.
+    queued: Arc<AtomicUsize>,
+    /// Tells the worker that claims were parked in the journal.
+    parked: Arc<Notify>,
 }
 
 /// The receiving side: run it with [`LocalBusWorker::run`].
@@ -125,6 +138,8 @@ impl LocalBus {
             store,
             journal,
             sender,
+            queued: Arc::new(AtomicUsize::new(0)),
+            parked: Arc::new(Notify::new()),
         };
         let worker = LocalBusWorker {
             bus: bus.clone(),
@@ -134,9 +149,36 @@ impl LocalBus {
         (bus, worker)
     }
 
+    /// Puts `envelope` in the worker's channel; `false` when the bus is closed.
+    fn enqueue(&self, envelope: Envelope) -> bool {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.sender.send(envelope).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Puts up to the room left in the channel of the journal's parked
+    /// claims in it; says whether any are left.
+    fn unpark(&self, journal: &ClaimJournal) -> bool {
+        let room = MAX_QUEUED_IN_MEMORY.saturating_sub(self.queued.load(Ordering::Relaxed));
+        for message in journal.take_parked(room.max(1)) {
+            let marked = marker_of(&message);
+            self.enqueue(Envelope {
+                message,
+                key: None,
+                marker: marked,
+                journaled: true,
+                failures: 0,
+            });
+        }
+        journal.parked() > 0
+    }
+
     /// Hands `message` to the worker without writing it (finalize events).
     pub fn announce(&self, message: Message) {
-        let _ = self.sender.send(Envelope {
+        self.enqueue(Envelope {
             message,
             key: None,
             marker: None,
@@ -179,7 +221,7 @@ impl LocalBus {
                         }
                     }
                     replayed += 1;
-                    let _ = self.sender.send(Envelope {
+                    self.enqueue(Envelope {
                         message,
                         key: Some(key),
                         marker,
@@ -219,7 +261,7 @@ impl LocalBus {
                 }
             }
             replayed += 1;
-            let _ = self.sender.send(Envelope {
+            self.enqueue(Envelope {
                 message,
                 key: None,
                 marker,
@@ -255,17 +297,22 @@ impl LocalBus {
                 return Err(error.into());
             }
         }
-        journal
-            .append(message)
+        let room = self.queued.load(Ordering::Relaxed) < MAX_QUEUED_IN_MEMORY;
+        let hold = journal
+            .append(message, room)
             .map_err(|error| StoreError::Unavailable(format!("the claim journal: {error}")))?;
-        let sent = self.sender.send(Envelope {
+        if hold == Hold::Journal {
+            self.parked.notify_one();
+            return Ok(Published::Accepted);
+        }
+        let sent = self.enqueue(Envelope {
             message: message.clone(),
             key: None,
             marker: Some(marker.to_owned()),
             journaled: true,
             failures: 0,
         });
-        if sent.is_err() {
+        if !sent {
             // Shutting down: the claim is in the journal, and the next
             // start delivers it.
             tracing::warn!(message = %message.id(), "the bus is closed; the claim waits for the next start");
@@ -284,15 +331,18 @@ impl EventBus for LocalBus {
             .put(&key, bytes, "application/json", Precondition::None)
             .await
             .map_err(|error| BusError::Unavailable(error.to_string()))?;
-        self.sender
-            .send(Envelope {
-                message: message.clone(),
-                key: Some(key),
-                marker: None,
-                journaled: false,
-                failures: 0,
-            })
-            .map_err(|_| BusError::Unavailable("the bus is closed".into()))
+        let sent = self.enqueue(Envelope {
+            message: message.clone(),
+            key: Some(key),
+            marker: None,
+            journaled: false,
+            failures: 0,
+        });
+        if sent {
+            Ok(())
+        } else {
+            Err(BusError::Unavailable("the bus is closed".into()))
+        }
     }
 
     /// One create-only write before the answer (see the module's text)
@@ -341,14 +391,14 @@ impl EventBus for LocalBus {
             let _ = self.store.delete(&key).await;
             return Ok(Published::Duplicate);
         }
-        let sent = self.sender.send(Envelope {
+        let sent = self.enqueue(Envelope {
             message: message.clone(),
             key: Some(key.clone()),
             marker: Some(marker.to_owned()),
             journaled: false,
             failures: 0,
         });
-        if sent.is_err() {
+        if !sent {
             let _ = self.store.delete(&key).await;
             return Err(BusError::Unavailable("the bus is closed".into()).into());
         }
@@ -367,9 +417,25 @@ impl LocalBusWorker {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let Some(envelope) = self.receiver.recv().await else {
+            let envelope = loop {
+                tokio::select! {
+                    // Parked claims are read back only when the channel is empty.
+                    biased;
+                    envelope = self.receiver.recv() => break envelope,
+                    () = self.bus.parked.notified() => {
+                        if let Some(journal) = &self.bus.journal
+                            && self.bus.unpark(journal)
+                        {
+                            // More parked: back here when the channel drains.
+                            self.bus.parked.notify_one();
+                        }
+                    }
+                }
+            };
+            let Some(envelope) = envelope else {
                 return;
             };
+            self.bus.queued.fetch_sub(1, Ordering::Relaxed);
             let handler = handler.clone();
             let bus = self.bus.clone();
             let backoff = self.backoff;
@@ -412,7 +478,7 @@ async fn deliver(
         envelope.failures = envelope.failures.saturating_add(1);
         let wait: Duration = backoff.delay(envelope.failures);
         tokio::time::sleep(wait).await;
-        let _ = bus.sender.send(envelope);
+        bus.enqueue(envelope);
         return;
     }
     if let Some(marker) = &envelope.marker
@@ -635,6 +701,59 @@ mod tests {
         );
         // Only the new process's (empty) segment is left.
         assert_eq!(journal.segments().expect("segments").len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_past_the_memory_bound_waits_in_the_journal_and_is_all_handled_once() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalDirStore::new(dir.path().join("bucket")).expect("store"));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let crowd = Arc::new(Crowd {
+            running: 0.into(),
+            most: 0.into(),
+            handled: 0.into(),
+            gate: gate.clone(),
+        });
+        let (bus, worker, journal) = journaled(&store, dir.path());
+        tokio::spawn(worker.run(crowd.clone(), TaskTracker::new()));
+        let backlog = MAX_HANDLED_AT_ONCE + MAX_QUEUED_IN_MEMORY + 700;
+        for n in 0..backlog {
+            let id = format!("d-{n}");
+            let marker = layout::delivery_key(&id).expect("key");
+            assert_eq!(
+                bus.publish_once(store.as_ref(), &marker, &dispatch(&id))
+                    .await
+                    .expect("publish"),
+                Published::Accepted
+            );
+        }
+        // What memory cannot hold waits in the journal, still a claim.
+        assert!(journal.parked() >= 600, "{} parked", journal.parked());
+        assert!(bus.queued.load(SeqCst) <= MAX_QUEUED_IN_MEMORY);
+        let parked_id = format!("d-{}", backlog - 1);
+        assert_eq!(
+            bus.publish_once(
+                store.as_ref(),
+                &layout::delivery_key(&parked_id).expect("key"),
+                &dispatch(&parked_id)
+            )
+            .await
+            .expect("repeat"),
+            Published::Duplicate
+        );
+        gate.add_permits(backlog * 2);
+        for _ in 0..2000 {
+            if crowd.handled.load(SeqCst) == backlog && journal.pending() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(crowd.handled.load(SeqCst), backlog, "each handled once");
+        assert_eq!(journal.pending(), 0);
+        assert_eq!(journal.parked(), 0);
+        assert!(crowd.most.load(SeqCst) <= MAX_HANDLED_AT_ONCE);
     }
 
     /// Counts the handlers running at once; each waits for `gate`.

@@ -21,11 +21,16 @@
 //! - A record that was cut short (a full disk) is never glued to the next:
 //!   every record starts with its own line break, and a line that does not
 //!   parse is logged and skipped.
+//! - A claim the bus cannot hold in memory now (a backlog while GitHub is
+//!   slow) is appended [`Hold::Journal`]: only where its record is stays in
+//!   memory, and [`take_parked`](ClaimJournal::take_parked) reads it back
+//!   when the bus has room, oldest first.
 
-use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -48,6 +53,23 @@ pub enum Reservation {
     Reserved,
     /// The message is claimed already (waiting, being handled, or being claimed).
     Held,
+}
+
+/// Where the message of an appended claim waits to be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The caller hands it on from memory.
+    Memory,
+    /// Only in the journal, until [`ClaimJournal::take_parked`] reads it back.
+    Journal,
+}
+
+/// Where the record of a parked claim is: its JSON, without the line breaks.
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    segment: u64,
+    offset: u64,
+    len: usize,
 }
 
 /// Where a pending claim is.
@@ -76,6 +98,8 @@ struct State {
     pending: FxHashMap<String, Claim>,
     /// The claims earlier processes left, until [`ClaimJournal::recovered`] takes them.
     recovered: Vec<Message>,
+    /// Claims held only here, oldest first.
+    parked: VecDeque<Parked>,
 }
 
 /// The append-only record of claimed deliveries (see the module's text).
@@ -144,6 +168,7 @@ impl ClaimJournal {
                 open_claims,
                 pending,
                 recovered,
+                parked: VecDeque::new(),
             }),
         })
     }
@@ -175,27 +200,41 @@ impl ClaimJournal {
     }
 
     /// Appends the reserved `message`: when this returns `Ok`, the claim is
-    /// in the file system. On an error the reservation is given back.
-    pub fn append(&self, message: &Message) -> io::Result<()> {
+    /// in the file system. It is parked there ([`Hold::Journal`]) unless the
+    /// caller has `room` for it in memory and no older claim is parked
+    /// (parked claims go first). On an error the reservation is given back.
+    pub fn append(&self, message: &Message, room: bool) -> io::Result<Hold> {
         let mut record = Vec::with_capacity(512);
         record.push(b'\n');
         let encoded = serde_json::to_writer(&mut record, message);
         record.push(b'\n');
         let mut state = self.lock();
         let id = message.id();
+        let hold = if room && state.parked.is_empty() {
+            Hold::Memory
+        } else {
+            Hold::Journal
+        };
         let written = encoded
             .map_err(io::Error::other)
             .and_then(|()| state.append(&self.dir, &record));
         match written {
-            Ok(segment) => {
+            Ok((segment, offset)) => {
                 *state.open_claims.entry(segment).or_insert(0) += 1;
+                if hold == Hold::Journal {
+                    state.parked.push_back(Parked {
+                        segment,
+                        offset: offset + 1,
+                        len: record.len() - 2,
+                    });
+                }
                 match state.pending.get_mut(&id) {
                     Some(claim) => *claim = Claim::In(segment),
                     None => {
                         state.pending.insert(id, Claim::In(segment));
                     }
                 }
-                Ok(())
+                Ok(hold)
             }
             Err(error) => {
                 state.pending.remove(&id);
@@ -233,6 +272,47 @@ impl ClaimJournal {
         self.lock().pending.len()
     }
 
+    /// How many claims wait only in the journal.
+    pub fn parked(&self) -> usize {
+        self.lock().parked.len()
+    }
+
+    /// Reads back up to `most` parked claims, oldest first: the caller hands
+    /// them on. A record that cannot be read stays pending (logged); the
+    /// next start delivers it.
+    pub fn take_parked(&self, most: usize) -> Vec<Message> {
+        let batch: Vec<Parked> = {
+            let mut state = self.lock();
+            let count = most.min(state.parked.len());
+            state.parked.drain(..count).collect()
+        };
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut open: Option<(u64, File)> = None;
+        for parked in batch {
+            let path = segment_path(&self.dir, parked.segment);
+            let read = (|| {
+                let file = match open.take() {
+                    Some((segment, file)) if segment == parked.segment => file,
+                    _ => File::open(&path)?,
+                };
+                let mut record = vec![0; parked.len];
+                file.read_exact_at(&mut record, parked.offset)?;
+                open = Some((parked.segment, file));
+                serde_json::from_slice::<Message>(&record).map_err(io::Error::other)
+            })();
+            match read {
+                Ok(message) => messages.push(message),
+                Err(error) => tracing::error!(
+                    path = %path.display(),
+                    offset = parked.offset,
+                    %error,
+                    "cannot read a parked claim back; the next start delivers it"
+                ),
+            }
+        }
+        messages
+    }
+
     /// The journal's segment files, oldest first.
     pub fn segments(&self) -> io::Result<Vec<PathBuf>> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
@@ -254,8 +334,8 @@ impl ClaimJournal {
 
 impl State {
     /// Writes `record` to the current segment (starting a new one when it
-    /// is full) and says which segment holds it.
-    fn append(&mut self, dir: &Path, record: &[u8]) -> io::Result<u64> {
+    /// is full) and says which segment holds it, from which offset.
+    fn append(&mut self, dir: &Path, record: &[u8]) -> io::Result<(u64, u64)> {
         if self.current.bytes >= SEGMENT_BYTES {
             let next = Segment::create(dir, self.current.number + 1)?;
             let full = std::mem::replace(&mut self.current, next);
@@ -263,9 +343,12 @@ impl State {
                 remove_segment(dir, full.number);
             }
         }
+        // Only this process appends (under the state's lock), so the record
+        // lands at the segment's length.
+        let offset = self.current.bytes;
         (&self.current.file).write_all(record)?;
         self.current.bytes += record.len() as u64;
-        Ok(self.current.number)
+        Ok((self.current.number, offset))
     }
 }
 
@@ -320,7 +403,7 @@ mod tests {
 
     fn claim(journal: &ClaimJournal, message: &Message) {
         assert_eq!(journal.reserve(message), Reservation::Reserved);
-        journal.append(message).expect("append");
+        assert_eq!(journal.append(message, true).expect("append"), Hold::Memory);
     }
 
     #[test]
@@ -386,6 +469,45 @@ mod tests {
         }
         let journal = ClaimJournal::open(dir.path()).expect("reopen");
         assert_eq!(journal.recovered(), vec![a, b]);
+    }
+
+    #[test]
+    fn parked_claims_are_read_back_oldest_first_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = ClaimJournal::open(dir.path()).expect("open");
+        let mut parked = Vec::new();
+        let mut n = 0;
+        // Parked claims between claims held in memory, over two segments.
+        while !segment_path(dir.path(), 2).exists() || parked.len() < 3000 {
+            let message = dispatch(&format!("d-{n}"));
+            assert_eq!(journal.reserve(&message), Reservation::Reserved);
+            // Room in memory now and then: parked claims still go first.
+            let room = n % 3 == 0;
+            let hold = journal.append(&message, room).expect("append");
+            if n == 0 {
+                assert_eq!(hold, Hold::Memory);
+            } else {
+                assert_eq!(hold, Hold::Journal);
+                parked.push(message);
+            }
+            n += 1;
+        }
+        assert_eq!(journal.parked(), parked.len());
+        let mut read = Vec::new();
+        loop {
+            let batch = journal.take_parked(500);
+            if batch.is_empty() {
+                break;
+            }
+            read.extend(batch);
+        }
+        assert_eq!(read, parked);
+        assert_eq!(journal.parked(), 0);
+        // Still pending (a repeat is a duplicate) until the bus says done.
+        assert_eq!(journal.reserve(&parked[0]), Reservation::Held);
+        // Nothing parked: room in memory is used again.
+        let next = dispatch("d-next");
+        claim(&journal, &next);
     }
 
     #[test]
