@@ -87,6 +87,22 @@ impl FakeCheckRuns {
             .collect()
     }
 
+    /// Completes the run with `external_id` as a PATCH the flow did not see
+    /// land would (`conclusion`: success, failure, ...).
+    pub fn close_on_github(&self, external_id: &str, conclusion: &str) {
+        let mut state = self.lock();
+        for run in state.runs.values_mut() {
+            if run.external_id == external_id {
+                run.status = "completed";
+                run.conclusion = Some(conclusion.to_owned());
+                run.updates += 1;
+                run.completions += 1;
+                run.closings
+                    .push(format!("{conclusion}: (closed on GitHub)"));
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, GitHubState> {
         self.state
             .lock()

@@ -891,6 +891,20 @@ impl Ci {
             tracing::warn!(check = %state.prefix, %handle, %error, "cannot cancel a superseded job");
         }
         if let Some(id) = superseded.check_run {
+            // Closed already: its own verdict landed as the re-run came, or
+            // an earlier try of this step (whose process died) closed it.
+            // Either way it is not closed again.
+            match self.checks.is_completed(&state.commit, id).await {
+                Ok(true) => {
+                    tracing::info!(check = %state.prefix, check_run = %id, "the superseded run is closed already; leaving it as it is");
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(check = %state.prefix, %error, "cannot ask GitHub whether the superseded run is closed; closing it");
+                }
+            }
             let update = CheckRunUpdate::Cancelled {
                 title: "Superseded by a re-run".into(),
                 summary: format!(
@@ -1528,6 +1542,42 @@ mod tests {
             world.checks.runs_of("a.ipynb")[1].conclusion.as_deref(),
             Some("failure")
         );
+    }
+
+    #[tokio::test]
+    async fn a_rerun_leaves_a_superseded_run_that_is_closed_already_as_it_is() {
+        let good = notebook("{}");
+        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
+        world
+            .ci
+            .dispatch(&trigger("d1", false, None))
+            .await
+            .expect("dispatch");
+        world
+            .until("in progress", |c| {
+                c.runs().values().any(|r| r.status == "in_progress")
+            })
+            .await;
+        // The first attempt's verdict lands on GitHub just as the re-run
+        // comes (or an earlier try closed it and died before recording so).
+        let first = world.checks.runs_of("a.ipynb");
+        world
+            .checks
+            .close_on_github(&first[0].external_id, "success");
+        world
+            .ci
+            .dispatch(&trigger("d2", true, Some("a.ipynb")))
+            .await
+            .expect("rerun");
+        world
+            .until("two runs", |c| {
+                c.runs().len() == 2 && c.runs().values().any(|r| r.status == "in_progress")
+            })
+            .await;
+        let runs = world.checks.runs_of("a.ipynb");
+        assert_eq!(runs[0].conclusion.as_deref(), Some("success"), "{runs:#?}");
+        assert_eq!(runs[0].completions, 1, "closed once: {runs:#?}");
+        assert_eq!(runs[0].status_reads, 1, "{runs:#?}");
     }
 
     #[tokio::test]
