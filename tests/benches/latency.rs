@@ -77,26 +77,11 @@ const STORE_WRITE: &str = "reference: one conditional storage write";
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let finished = runtime.block_on(async {
-        tokio::select! {
-            result = tokio::time::timeout(OVERALL, run(settings)) => {
-                Some(result.unwrap_or_else(|_| Err(anyhow::anyhow!("gave up after {OVERALL:?}"))))
-            }
-            // Dropping `run` drops the services and stubs, which stop their processes.
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    });
-    match finished {
-        Some(result) => result,
-        None => {
-            eprintln!("interrupted; the processes it started are stopped");
-            std::process::exit(130);
-        }
-    }
+    common::run_until_ctrl_c(Some(2), async {
+        tokio::time::timeout(OVERALL, run(settings))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("gave up after {OVERALL:?}")))
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -65,23 +65,7 @@ fn main() -> anyhow::Result<()> {
         events_rate: setting("NBCI_LOAD_EVENTS_RATE", 200)?,
         max_in_flight: setting("NBCI_LOAD_MAX_IN_FLIGHT", 1000)?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let finished = runtime.block_on(async {
-        tokio::select! {
-            result = run(settings) => Some(result),
-            // Dropping `run` drops its `Service`s, which kill their processes.
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    });
-    match finished {
-        Some(result) => result,
-        None => {
-            eprintln!("interrupted; the servers it started are stopped");
-            std::process::exit(130);
-        }
-    }
+    common::run_until_ctrl_c(None, run(settings))
 }
 
 /// One request, ready to send.

@@ -61,23 +61,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let finished = runtime.block_on(async {
-        tokio::select! {
-            result = run(settings) => Some(result),
-            // Dropping `run` drops its `Service`s, which kill their processes.
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    });
-    match finished {
-        Some(result) => result,
-        None => {
-            eprintln!("interrupted; the servers it started are stopped");
-            std::process::exit(130);
-        }
-    }
+    common::run_until_ctrl_c(None, run(settings))
 }
 
 /// What the benchmark does, read from `NBCI_BENCH_*`.

@@ -33,6 +33,34 @@ pub fn workspace() -> PathBuf {
         .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
 }
 
+/// Runs `benchmark` on a multi-threaded runtime (`threads` workers, or one
+/// per core) until it ends or Ctrl-C comes. On Ctrl-C it is dropped, which
+/// drops its [`Service`]s and so kills the processes they started, and the
+/// program exits 130.
+pub fn run_until_ctrl_c(
+    threads: Option<usize>,
+    benchmark: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.enable_all().build()?;
+    let finished = runtime.block_on(async {
+        tokio::select! {
+            result = benchmark => Some(result),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match finished {
+        Some(result) => result,
+        None => {
+            eprintln!("interrupted; the processes it started are stopped");
+            std::process::exit(130);
+        }
+    }
+}
+
 /// `$variable`, else `name` in this benchmark's profile directory
 /// (`target/release/deps/bench-*` -> `target/release/name`).
 pub fn release_binary(variable: &str, name: &str) -> anyhow::Result<PathBuf> {
