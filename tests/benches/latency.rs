@@ -34,6 +34,9 @@
 //! `github-webhook` in this benchmark's profile directory, i.e.
 //! `target/release/`).
 
+/// The benchmarks' own helpers (`run_until_ctrl_c`).
+#[path = "common/mod.rs"]
+mod bench;
 #[path = "../tests/integration/common.rs"]
 #[allow(dead_code)]
 mod common;
@@ -77,7 +80,7 @@ const STORE_WRITE: &str = "reference: one conditional storage write";
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    common::run_until_ctrl_c(Some(2), async {
+    bench::run_until_ctrl_c(Some(2), async {
         tokio::time::timeout(OVERALL, run(settings))
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("gave up after {OVERALL:?}")))
