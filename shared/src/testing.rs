@@ -410,10 +410,15 @@ impl NotebookExecutor for FakeExecutor {
     }
 }
 
-/// A deployer whose operations end after a few polls.
+/// A deployer whose operations end after a few polls. Like the real ones,
+/// it deploys a version once: a deploy repeated after a crash or a lost
+/// answer (the same version) creates nothing and answers the same operation.
 #[derive(Debug, Default)]
 pub struct FakeDeployer {
+    /// One request per version deployed.
     pub deployed: Mutex<Vec<crate::domain::deploy::DeployRequest>>,
+    /// Every deploy call, repeats included.
+    pub deploy_calls: Mutex<usize>,
     pub polls: Mutex<usize>,
     /// Polls answered pending before an operation is done.
     pub pending_polls: usize,
@@ -426,7 +431,11 @@ impl crate::ports::deployer::Deployer for FakeDeployer {
         &self,
         request: &crate::domain::deploy::DeployRequest,
     ) -> Result<crate::domain::deploy::DeployOperation, RemoteError> {
-        self.deployed.lock().expect("lock").push(request.clone());
+        *self.deploy_calls.lock().expect("lock") += 1;
+        let mut deployed = self.deployed.lock().expect("lock");
+        if !deployed.iter().any(|d| d.version == request.version) {
+            deployed.push(request.clone());
+        }
         Ok(crate::domain::deploy::DeployOperation(format!(
             "op-{}",
             request.version
@@ -603,6 +612,9 @@ pub struct StoreFaults {
     /// Calls (by number) that fail with `Unavailable` and do nothing (an
     /// outage longer than the client's retries).
     pub fail_at: std::collections::BTreeSet<usize>,
+    /// The process was killed ([`StoreFaults::kill`]): every call from now
+    /// on never returns.
+    pub killed: std::sync::atomic::AtomicBool,
 }
 
 impl StoreFaults {
@@ -613,13 +625,21 @@ impl StoreFaults {
 
     /// Whether the process died.
     pub fn dead(&self) -> bool {
-        self.die_at.is_some_and(|at| self.calls() > at)
+        self.killed.load(std::sync::atomic::Ordering::SeqCst)
+            || self.die_at.is_some_and(|at| self.calls() > at)
+    }
+
+    /// Kills the process now: nothing it does reaches the bucket any more.
+    pub fn kill(&self) {
+        self.killed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Counts a call; what to do with it.
     async fn next(&self) -> Result<Fate, crate::ports::store::StoreError> {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.die_at.is_some_and(|at| call >= at) {
+        if self.killed.load(std::sync::atomic::Ordering::SeqCst)
+            || self.die_at.is_some_and(|at| call >= at)
+        {
             std::future::pending::<()>().await;
         }
         if self.fail_at.contains(&call) {
