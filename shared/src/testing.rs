@@ -15,6 +15,20 @@ use crate::ports::check_runs::{CheckRunUpdate, CheckRuns};
 use crate::ports::executor::{ExecutorError, NotebookExecutor};
 use crate::ports::sources::{ChangedPaths, Sources};
 
+/// The bus message of a check_suite delivery `delivery` of `o/r`.
+pub fn dispatch(delivery: &str) -> crate::ports::bus::Message {
+    crate::ports::bus::Message::Dispatch(crate::domain::trigger::Trigger {
+        delivery: delivery.into(),
+        installation: crate::domain::repo::InstallationId(7),
+        repo: crate::domain::repo::RepoRef::parse("o/r").expect("repo"),
+        head_sha: crate::domain::repo::CommitSha::try_from("a".repeat(40)).expect("sha"),
+        base: Some("main".into()),
+        only: None,
+        rerun: false,
+        git_ref: None,
+    })
+}
+
 /// One check run as the fake GitHub holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeRun {

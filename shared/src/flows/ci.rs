@@ -38,7 +38,7 @@ use crate::domain::layout;
 use crate::domain::lease::Leased;
 use crate::domain::notebook::{Notebook, is_notebook_path};
 use crate::domain::outcome::{Outcome, Status};
-use crate::domain::repo::CommitRef;
+use crate::domain::repo::{CheckRunId, CommitRef};
 use crate::domain::trigger::Trigger;
 use crate::ports::RemoteError;
 use crate::ports::check_runs::{CheckRunUpdate, CheckRuns};
@@ -815,17 +815,10 @@ impl Ci {
                     return Ok(state.completed());
                 };
                 if verify_first {
-                    match self.checks.is_completed(commit, id).await {
-                        Ok(true) => {
-                            tracing::info!(check = %state.prefix, check_run = %id, "an earlier try completed the check run; not completing it again");
-                            return Ok(state.completed());
-                        }
+                    match self.closed_already(state, id).await {
+                        Ok(true) => return Ok(state.completed()),
                         Ok(false) => {}
-                        Err(error) if error.is_transient() => return Ok(retry_later(&error)),
-                        Err(error) => {
-                            // Completing it is what is left to do either way.
-                            tracing::warn!(check = %state.prefix, %error, "cannot ask GitHub whether the check run is completed; completing it");
-                        }
+                        Err(error) => return Ok(retry_later(&error)),
                     }
                 }
                 let committed = match self
@@ -891,19 +884,10 @@ impl Ci {
             tracing::warn!(check = %state.prefix, %handle, %error, "cannot cancel a superseded job");
         }
         if let Some(id) = superseded.check_run {
-            // Closed already: its own verdict landed as the re-run came, or
-            // an earlier try of this step (whose process died) closed it.
-            // Either way it is not closed again.
-            match self.checks.is_completed(&state.commit, id).await {
-                Ok(true) => {
-                    tracing::info!(check = %state.prefix, check_run = %id, "the superseded run is closed already; leaving it as it is");
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(error) if error.is_transient() => return Err(error),
-                Err(error) => {
-                    tracing::warn!(check = %state.prefix, %error, "cannot ask GitHub whether the superseded run is closed; closing it");
-                }
+            // Its own verdict may have landed as the re-run came, or an
+            // earlier try of this step (whose process died) closed it.
+            if self.closed_already(state, id).await? {
+                return Ok(());
             }
             let update = CheckRunUpdate::Cancelled {
                 title: "Superseded by a re-run".into(),
@@ -922,6 +906,29 @@ impl Ci {
             }
         }
         Ok(())
+    }
+
+    /// Whether check run `id` is closed (completed) on GitHub already: asked
+    /// before a closing that may have been sent before, so that a run is
+    /// closed once. When GitHub refuses for good to say, closing is what is
+    /// left to do: `false` (logged). A transient failure is returned.
+    async fn closed_already(
+        &self,
+        state: &CheckState,
+        id: CheckRunId,
+    ) -> Result<bool, RemoteError> {
+        match self.checks.is_completed(&state.commit, id).await {
+            Ok(true) => {
+                tracing::info!(check = %state.prefix, check_run = %id, "the check run is closed already; not closing it again");
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(error) if error.is_transient() => Err(error),
+            Err(error) => {
+                tracing::warn!(check = %state.prefix, %error, "cannot ask GitHub whether the check run is closed; closing it");
+                Ok(false)
+            }
+        }
     }
 
     fn without_result(&self, job: &Job, status: Status, reason: &str) -> Outcome {
@@ -1404,10 +1411,9 @@ mod tests {
         assert_eq!(world.state("a.ipynb").await.phase, Phase::Completed);
     }
 
-    /// Runs `a.ipynb` until it is in progress, arms `faults` (operation and
-    /// its faults), finishes the job, and waits until its check is completed
-    /// on GitHub and in the bucket.
-    async fn complete_with_faults(faults: &[(&str, Vec<CallFault>)]) -> World {
+    /// A commit changing `a.ipynb` (which passes), dispatched, its check
+    /// run in progress.
+    async fn one_notebook_in_progress() -> World {
         let good = notebook("{}");
         let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
         world
@@ -1420,6 +1426,14 @@ mod tests {
                 c.runs().values().any(|r| r.status == "in_progress")
             })
             .await;
+        world
+    }
+
+    /// Runs `a.ipynb` until it is in progress, arms `faults` (operation and
+    /// its faults), finishes the job, and waits until its check is completed
+    /// on GitHub and in the bucket.
+    async fn complete_with_faults(faults: &[(&str, Vec<CallFault>)]) -> World {
+        let world = one_notebook_in_progress().await;
         for (operation, faults) in faults {
             world.checks.inject(operation, None, faults.clone());
         }
@@ -1487,18 +1501,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rerun_cancels_the_running_attempt_and_runs_in_its_own_folder() {
-        let good = notebook("{}");
-        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
-        world
-            .ci
-            .dispatch(&trigger("d1", false, None))
-            .await
-            .expect("dispatch");
-        world
-            .until("in progress", |c| {
-                c.runs().values().any(|r| r.status == "in_progress")
-            })
-            .await;
+        let world = one_notebook_in_progress().await;
         let first = world.executor.submissions_of("a.ipynb").remove(0);
         world
             .ci
@@ -1546,18 +1549,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rerun_leaves_a_superseded_run_that_is_closed_already_as_it_is() {
-        let good = notebook("{}");
-        let world = world(&["a.ipynb"], &[("a.ipynb", &good)]);
-        world
-            .ci
-            .dispatch(&trigger("d1", false, None))
-            .await
-            .expect("dispatch");
-        world
-            .until("in progress", |c| {
-                c.runs().values().any(|r| r.status == "in_progress")
-            })
-            .await;
+        let world = one_notebook_in_progress().await;
         // The first attempt's verdict lands on GitHub just as the re-run
         // comes (or an earlier try closed it and died before recording so).
         let first = world.checks.runs_of("a.ipynb");

@@ -507,21 +507,7 @@ mod tests {
 
     use super::*;
     use crate::adapters::local::store::LocalDirStore;
-    use crate::domain::repo::{CommitSha, InstallationId, RepoRef};
-    use crate::domain::trigger::Trigger;
-
-    fn dispatch(delivery: &str) -> Message {
-        Message::Dispatch(Trigger {
-            delivery: delivery.into(),
-            installation: InstallationId(7),
-            repo: RepoRef::parse("o/r").expect("repo"),
-            head_sha: CommitSha::try_from("a".repeat(40)).expect("sha"),
-            base: Some("main".into()),
-            only: None,
-            rerun: false,
-            git_ref: None,
-        })
-    }
+    use crate::testing::dispatch;
 
     /// Records what it handles; waits on `gate` first when one is set.
     #[derive(Debug, Default)]
@@ -710,12 +696,7 @@ mod tests {
         let store: Arc<dyn ObjectStore> =
             Arc::new(LocalDirStore::new(dir.path().join("bucket")).expect("store"));
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let crowd = Arc::new(Crowd {
-            running: 0.into(),
-            most: 0.into(),
-            handled: 0.into(),
-            gate: gate.clone(),
-        });
+        let crowd = Crowd::behind(&gate);
         let (bus, worker, journal) = journaled(&store, dir.path());
         tokio::spawn(worker.run(crowd.clone(), TaskTracker::new()));
         let backlog = MAX_HANDLED_AT_ONCE + MAX_QUEUED_IN_MEMORY + 700;
@@ -765,6 +746,17 @@ mod tests {
         gate: Arc<tokio::sync::Semaphore>,
     }
 
+    impl Crowd {
+        fn behind(gate: &Arc<tokio::sync::Semaphore>) -> Arc<Self> {
+            Arc::new(Self {
+                running: 0.into(),
+                most: 0.into(),
+                handled: 0.into(),
+                gate: gate.clone(),
+            })
+        }
+    }
+
     #[async_trait]
     impl MessageHandler for Crowd {
         async fn handle(&self, _message: &Message) -> Result<(), HandlerError> {
@@ -784,12 +776,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn ObjectStore> = Arc::new(LocalDirStore::new(dir.path()).expect("store"));
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let crowd = Arc::new(Crowd {
-            running: 0.into(),
-            most: 0.into(),
-            handled: 0.into(),
-            gate: gate.clone(),
-        });
+        let crowd = Crowd::behind(&gate);
         let (bus, worker) = LocalBus::new(store.clone(), backoff());
         tokio::spawn(worker.run(crowd.clone(), TaskTracker::new()));
         let burst = MAX_HANDLED_AT_ONCE * 3;

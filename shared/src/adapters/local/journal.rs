@@ -268,6 +268,7 @@ impl ClaimJournal {
     }
 
     /// How many claims are pending (reserved or appended).
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.lock().pending.len()
     }
@@ -314,6 +315,7 @@ impl ClaimJournal {
     }
 
     /// The journal's segment files, oldest first.
+    #[cfg(test)]
     pub fn segments(&self) -> io::Result<Vec<PathBuf>> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -385,21 +387,7 @@ fn remove_segment(dir: &Path, number: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::repo::{CommitSha, InstallationId, RepoRef};
-    use crate::domain::trigger::Trigger;
-
-    fn dispatch(delivery: &str) -> Message {
-        Message::Dispatch(Trigger {
-            delivery: delivery.into(),
-            installation: InstallationId(7),
-            repo: RepoRef::parse("o/r").expect("repo"),
-            head_sha: CommitSha::try_from("a".repeat(40)).expect("sha"),
-            base: Some("main".into()),
-            only: None,
-            rerun: false,
-            git_ref: None,
-        })
-    }
+    use crate::testing::dispatch;
 
     fn claim(journal: &ClaimJournal, message: &Message) {
         assert_eq!(journal.reserve(message), Reservation::Reserved);
