@@ -919,13 +919,13 @@ impl Ci {
     ) -> Result<bool, RemoteError> {
         match self.checks.is_completed(&state.commit, id).await {
             Ok(true) => {
-                tracing::info!(check = %state.prefix, check_run = %id, "the check run is closed already; not closing it again");
+                tracing::info!(check = %state.prefix, check_run = %id, "the check run is completed already (on GitHub); not completing it again");
                 Ok(true)
             }
             Ok(false) => Ok(false),
             Err(error) if error.is_transient() => Err(error),
             Err(error) => {
-                tracing::warn!(check = %state.prefix, %error, "cannot ask GitHub whether the check run is closed; closing it");
+                tracing::warn!(check = %state.prefix, %error, "cannot ask GitHub whether the check run is completed; completing it");
                 Ok(false)
             }
         }
